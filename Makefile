@@ -1,0 +1,49 @@
+# The only task runner: CI calls `make test` through .ci/run. Every target creates .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: help demo test check lint typecheck unit it schema clean
+
+help:
+	@echo "make demo    run broker + emulator + bridge + simulated line (Ctrl-C stops)"
+	@echo "make test    ruff + mypy + the whole test suite"
+	@echo "make check   ruff + mypy only"
+	@echo "make unit    unit tests only;  make it   integration tests only"
+	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $(VENV)/.runtime $@
+
+demo: $(VENV)/.runtime
+	$(BIN)/mqtt-bridge demo
+
+check: $(VENV)/.dev
+	$(BIN)/ruff check mqtt_bridge tests
+	$(BIN)/mypy
+
+test: check
+	$(BIN)/pytest -q
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest -q tests/unit
+
+it: $(VENV)/.dev
+	$(BIN)/pytest -q tests/integration
+
+schema: $(VENV)/.runtime
+	$(BIN)/mqtt-bridge schema > config/schema.json
+	$(BIN)/mqtt-bridge schema --message > config/message.schema.json
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

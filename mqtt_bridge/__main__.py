@@ -1,0 +1,7 @@
+"""`python -m mqtt_bridge` runs the command-line interface."""
+
+from __future__ import annotations
+
+from mqtt_bridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The bridge's own message format, published by `mqtt-bridge publish` and `mqtt_bridge.publish`.
+
+Owns: the pydantic model of the canonical message (its JSON Schema is shipped as `config/message.schema.json` for
+PLC-adjacent software) and its translation into `Decoded`. Boxes are centre-x/y/width/height in pixels of the image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mqtt_bridge.decode import Decoded, box
+from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.events import EVENT_TYPES, JsonDict, JsonValue, parse_timestamp
+
+__all__ = ["CanonicalMessage", "decode"]
+
+SCHEMA_ID = "mqtt-vision-bridge/message/v1"
+_Str256 = Annotated[str, Field(min_length=1, max_length=256)]
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+_Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Detection(_Strict):
+    """One object detection: a box centred on (x, y), in pixels of the image."""
+
+    class_: _Str256 = Field(..., alias="class", description="Class label (case is kept).")
+    confidence: _Finite = Field(..., description="0..1; values outside are clamped.")
+    x: _Finite = Field(..., description="Box centre x, pixels.")
+    y: _Finite = Field(..., description="Box centre y, pixels.")
+    width: _Finite = Field(..., description="Box width, pixels.")
+    height: _Finite = Field(..., description="Box height, pixels.")
+
+
+class Classification(_Strict):
+    """One classification result for the whole image."""
+
+    class_: _Str256 = Field(..., alias="class", description="Class label.")
+    confidence: _Finite = Field(..., description="0..1; values outside are clamped.")
+
+
+class Image(_Strict):
+    """The picture the detections belong to, inline as base64."""
+
+    data: str = Field(..., min_length=4, description="Base64 bytes of a JPEG/PNG/WebP/GIF/BMP/TIFF image.")
+    name: str | None = Field(None, max_length=256, description="File name shown in Roboflow.")
+    width: int | None = Field(None, gt=0, le=100_000, description="Image width, pixels.")
+    height: int | None = Field(None, gt=0, le=100_000, description="Image height, pixels.")
+
+
+class CanonicalMessage(_Strict):
+    """A detection message in the bridge's own format (schema `mqtt-vision-bridge/message/v1`)."""
+
+    schema_: Literal["mqtt-vision-bridge/message/v1"] | None = Field(None, alias="schema",
+                                                                     description="Format marker.")
+    event_id: _Str256 | None = Field(None, description="Your own unique id; re-sending it overwrites the event.")
+    timestamp: str | float | None = Field(None, description="ISO 8601 or Unix seconds; receive time if absent.")
+    event_type: Literal[EVENT_TYPES] | None = Field(None, description="Overrides the route's event_type.")  # type: ignore[valid-type]
+    device_id: _Str256 | None = Field(None, description="Overrides the route's device_id.")
+    stream_id: _Str256 | None = Field(None, description="Overrides the route's stream_id.")
+    event_data: dict[str, _Scalar] = Field(default_factory=dict, description="eventData fields (camelCase).")
+    metadata: dict[str, _Scalar] = Field(default_factory=dict, max_length=100, description="customMetadata.")
+    detections: list[Detection] = Field(default_factory=list, max_length=10_000, description="Object detections.")
+    classifications: list[Classification] = Field(default_factory=list, max_length=1000,
+                                                  description="Image-level classes.")
+    image: Image | None = Field(None, description="The picture, inline.")
+
+
+def _image_bytes(image: Image) -> bytes:
+    data = image.data
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DecodeError("bad_image", "image.data is not valid base64") from exc
+
+
+def decode(document: JsonValue) -> Decoded:
+    """Translate a parsed canonical message. Raises DecodeError naming the first invalid field."""
+    try:
+        message = CanonicalMessage.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(message)"
+        raise DecodeError("invalid_message", f"{where}: {first['msg']} ({exc.error_count()} problem(s))") from None
+    out = Decoded(event_type=message.event_type, device_id=message.device_id, stream_id=message.stream_id,
+                  event_id=message.event_id)
+    if message.timestamp is not None:
+        out.timestamp = parse_timestamp(message.timestamp)
+        if out.timestamp is None:
+            raise DecodeError("bad_timestamp", "timestamp is neither ISO 8601 nor a Unix time")
+    for det in message.detections:
+        item = box(det.class_, det.x, det.y, det.width, det.height, det.confidence)
+        if item is None:
+            out.dropped_boxes += 1
+        else:
+            out.detections.append(item)
+    out.classifications = [{"class": c.class_, "confidence": min(1.0, max(0.0, c.confidence))}
+                           for c in message.classifications]
+    event_data: JsonDict = dict(message.event_data)
+    out.event_data = event_data
+    metadata: JsonDict = dict(message.metadata)
+    out.metadata = metadata
+    if message.image is not None:
+        out.image = _image_bytes(message.image)
+        out.image_name = message.image.name or ""
+    return out

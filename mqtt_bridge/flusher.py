@@ -1,0 +1,247 @@
+"""The flusher: buffered records → image uploads → `POST /vision-events/batch` → delete, retry or dead-letter.
+
+Owns: batching (fires on `max_events`, `max_bytes` or `max_wait_s`), upload-before-create with the sourceId
+remembered by content hash in the buffer, retry with capped, jittered exponential backoff that honours
+`Retry-After`, narrowing a rejected batch down to the offending events by splitting it (spec §5 G4: the API is
+all-or-nothing), and keeping the data on 401/403 while reporting not ready. Runs in one named thread; no
+exception escapes its loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mqtt_bridge.api import EventsApi
+from mqtt_bridge.buffer import DiskBuffer
+from mqtt_bridge.errors import ApiError, AuthApiError, PermanentApiError, RetryableApiError
+from mqtt_bridge.events import DeadLetter, JsonDict, Record
+from mqtt_bridge.images import content_hash, file_extension, sniff_image_type
+from mqtt_bridge.stats import Stats
+
+__all__ = ["Backoff", "Flusher", "FlushSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSettings:
+    """Batching and retry knobs (from `flush` and `api` in the config)."""
+
+    max_events: int = 100
+    max_bytes: int = 5 * 2**20
+    max_wait_s: float = 0.5
+    retry_min_s: float = 1.0
+    retry_max_s: float = 60.0
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th delay lies in [d/2, d] with d = min(max, min * 2^n)."""
+
+    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.min_s = min_s
+        self.max_s = max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay_s(self, retry_after_s: float | None = None) -> float:
+        """The next delay; never shorter than the server's `Retry-After`."""
+        ceiling = min(self.max_s, self.min_s * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        delay = self._rng.uniform(ceiling / 2, ceiling)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, 3600.0))
+        return delay
+
+    def reset(self) -> None:
+        """Start over after a success."""
+        self.attempt = 0
+
+
+class _Stop(Exception):
+    """Internal: the stop event was set while waiting."""
+
+
+class Flusher:
+    """Delivers the buffer's records to the API until stopped. `run()` is the thread body."""
+
+    def __init__(self, buffer: DiskBuffer, api: EventsApi, settings: FlushSettings, stats: Stats,
+                 stop: threading.Event, wake: threading.Event,
+                 on_outcome: Callable[[Record, str, str], None] | None = None,
+                 on_auth_error: Callable[[], None] | None = None) -> None:
+        self._buffer = buffer
+        self._api = api
+        self._settings = settings
+        self._stats = stats
+        self._stop = stop
+        self._wake = wake
+        self._on_outcome = on_outcome
+        self._on_auth_error = on_auth_error
+        self._backoff = Backoff(settings.retry_min_s, settings.retry_max_s)
+        self.is_api_ready = True
+        self.last_delivery_s: float | None = None
+        self.last_error = ""
+
+    # --- thread body ------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Loop until the stop event: wait for a batch, deliver it. A batch in flight at stop is finished."""
+        log.info("flusher started max_events=%d max_wait_s=%.3f", self._settings.max_events,
+                 self._settings.max_wait_s)
+        while not self._stop.is_set():
+            try:
+                batch = self._next_batch()
+                if batch:
+                    self._deliver_batch(batch)
+            except _Stop:
+                break
+            except Exception:  # noqa: BLE001 - no exception escapes a thread loop (style §4.10)
+                log.exception("flusher loop error; retrying after backoff")
+                self._stats.add("flusher_errors")
+                if self._stop.wait(self._backoff.next_delay_s()):
+                    break
+        log.info("flusher stopped depth=%d", self._buffer.depth)
+
+    def _next_batch(self) -> list[tuple[int, Record]]:
+        """Peek a batch once it is full or its oldest record has waited `max_wait_s`."""
+        settings = self._settings
+        while not self._stop.is_set():
+            self._wake.clear()
+            if self._buffer.depth <= 0:
+                self._wake.wait(1.0)
+                continue
+            batch = self._buffer.peek(settings.max_events, settings.max_bytes)
+            if not batch:
+                self._wake.wait(0.2)
+                continue
+            wait_s = batch[0][1].received_at_s + settings.max_wait_s - time.time()
+            if len(batch) >= settings.max_events or wait_s <= 0 or self._buffer.depth > len(batch):
+                return batch
+            deadline = time.monotonic() + wait_s
+            while (remaining := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+                if self._buffer.depth >= settings.max_events:
+                    break
+                self._wake.wait(min(remaining, 0.05))
+                self._wake.clear()
+            return self._buffer.peek(settings.max_events, settings.max_bytes)
+        return []
+
+    # --- one batch --------------------------------------------------------------------------------------------
+
+    def _deliver_batch(self, batch: list[tuple[int, Record]]) -> None:
+        """Deliver one batch, retrying retryable failures until it is done or the service stops."""
+        while True:
+            try:
+                pending = self._upload_images(batch)
+                self._create(pending)
+                self._backoff.reset()
+                if not self.is_api_ready:
+                    log.info("api accepts requests again")
+                self.is_api_ready = True
+                self.last_error = ""
+                return
+            except AuthApiError as exc:
+                self.is_api_ready = False
+                self.last_error = f"{exc} {exc.body[:200]}"
+                self._stats.add("api_retries", label=str(exc.status))
+                delay = self._backoff.next_delay_s()
+                log.warning("api refused the key status=%s; keeping %d events, retry_in_s=%.1f",
+                            exc.status, len(batch), delay)
+                if self._on_auth_error is not None:
+                    self._on_auth_error()
+            except RetryableApiError as exc:
+                self.last_error = str(exc)
+                self._stats.add("api_retries", label=str(exc.status or "network"))
+                delay = self._backoff.next_delay_s(exc.retry_after_s)
+                log.warning("api retryable failure error=%r retry_after_s=%s retry_in_s=%.1f batch=%d",
+                            str(exc), exc.retry_after_s, delay, len(batch))
+            if self._stop.wait(delay):
+                raise _Stop
+            # Records may have been delivered or dead-lettered in part: re-read what is still queued.
+            batch = self._buffer.peek(len(batch), self._settings.max_bytes)
+
+    def _upload_images(self, batch: list[tuple[int, Record]]) -> list[tuple[int, Record, JsonDict]]:
+        """Upload each record's image once; returns (key, record, event body with sourceId) per record."""
+        out: list[tuple[int, Record, JsonDict]] = []
+        rejected: list[tuple[int, Record, ApiError]] = []
+        for key, record in batch:
+            event = record.event
+            if record.image:
+                image_hash = content_hash(record.image)
+                source_id = self._buffer.source_id(image_hash)
+                if source_id is None:
+                    name = record.image_name or f"{record.event_id}.{file_extension(sniff_image_type(record.image) or 'jpeg')}"
+                    try:
+                        started = time.monotonic()
+                        source_id = self._api.upload_image(record.image, name)
+                        self._stats.add("api_upload_seconds_ms", int((time.monotonic() - started) * 1000))
+                    except PermanentApiError as exc:
+                        rejected.append((key, record, exc))
+                        continue
+                    self._buffer.remember_source_id(image_hash, source_id)
+                    self._stats.add("images_uploaded")
+                event = _with_source_id(event, source_id)
+            out.append((key, record, event))
+        if rejected:
+            self._dead_letter([(key, record) for key, record, _ in rejected], "upload_rejected", rejected[0][2])
+        return out
+
+    def _create(self, items: list[tuple[int, Record, JsonDict]]) -> None:
+        """Send events; on a permanent 4xx split the batch to isolate and dead-letter the offending events."""
+        if not items:
+            return
+        try:
+            started = time.monotonic()
+            self._api.create_batch([event for _, _, event in items])
+            self._stats.add("api_batches")
+            self._stats.set("api_last_batch_seconds", time.monotonic() - started)
+        except PermanentApiError as exc:
+            if len(items) == 1:
+                key, record, _ = items[0]
+                self._dead_letter([(key, record)], "api_rejected", exc)
+                return
+            log.info("api rejected a batch of %d status=%s; splitting to find the bad events", len(items),
+                     exc.status)
+            middle = len(items) // 2
+            self._create(items[:middle])
+            self._create(items[middle:])
+            return
+        hashes = [content_hash(record.image) for _, record, _ in items if record.image]
+        self._buffer.delete([key for key, _, _ in items])
+        if hashes:
+            self._buffer.forget_source_ids(hashes)
+        self.last_delivery_s = time.time()
+        self._stats.add("events_delivered", len(items))
+        self._stats.set("last_delivery_time_seconds", self.last_delivery_s)
+        log.debug("batch delivered events=%d depth=%d", len(items), self._buffer.depth)
+        if self._on_outcome is not None:
+            for _, record, _ in items:
+                self._on_outcome(record, "delivered", "")
+
+    def _dead_letter(self, items: list[tuple[int, Record]], reason: str, exc: ApiError) -> None:
+        now = time.time()
+        letters = []
+        for key, record in items:
+            letters.append((key, DeadLetter(
+                reason=reason, detail=str(exc), topic=record.topic, route=record.route,
+                payload=record.to_bytes(), received_at_s=record.received_at_s, dead_at_s=now,
+                event_id=record.event_id, api_status=exc.status, api_body=exc.body)))
+            log.error("event dead-lettered reason=%s event_id=%s route=%s status=%s body=%r", reason,
+                      record.event_id, record.route, exc.status, exc.body[:300])
+        self._buffer.move_to_dead_letters(letters)
+        self._stats.add("dead_letters", len(items), label=reason)
+        if self._on_outcome is not None:
+            for _, record in items:
+                self._on_outcome(record, "dead_lettered", f"{reason}: {exc.body[:300] or exc}")
+
+
+def _with_source_id(event: JsonDict, source_id: str) -> JsonDict:
+    images = event.get("images")
+    if not isinstance(images, list) or not images or not isinstance(images[0], dict):
+        return event
+    first = {**images[0], "sourceId": source_id}
+    return {**event, "images": [first, *images[1:]]}

@@ -1,0 +1,138 @@
+"""The intake thread: received messages → ingest → one durable commit per group → acks in arrival order.
+
+Owns: group commit (everything received while the previous commit was being fsynced goes into the next one, so
+one fsync covers many messages), the ack-after-commit rule, and backpressure: above the buffer's high-water mark
+it stops committing and acking, so the broker holds the rest (design §3). A commit that fails is retried; its
+messages are never acked before it succeeds. No exception escapes the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from mqtt_bridge.buffer import DiskBuffer
+from mqtt_bridge.events import DeadLetter, Record
+from mqtt_bridge.ingest import Ingestor
+from mqtt_bridge.stats import Stats
+from mqtt_bridge.subscriber import Inbound
+
+__all__ = ["Intake"]
+
+log = logging.getLogger(__name__)
+
+_MAX_GROUP = 1000
+_RETRY_S = 1.0
+
+
+class Intake:
+    """Hands messages from the MQTT thread to the buffer. `offer` is called by paho; `run` is the thread body."""
+
+    def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, ack: Callable[[Inbound], bool], stats: Stats,
+                 stop: threading.Event, wake_flusher: threading.Event, max_pending: int) -> None:
+        self._ingestor = ingestor
+        self._buffer = buffer
+        self._ack = ack
+        self._stats = stats
+        self._stop = stop
+        self._wake_flusher = wake_flusher
+        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
+        self.is_backpressured = False
+        self.is_writable = True
+
+    def offer(self, message: Inbound) -> None:
+        """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        """Commit and ack groups of messages until stopped; then commit what is already queued."""
+        log.info("intake started")
+        while True:
+            try:
+                group = self._take_group()
+                if not group:
+                    if self._stop.is_set():
+                        break
+                    continue
+                self._commit_and_ack(group)
+            except Exception:  # noqa: BLE001 - no exception escapes a thread loop (style §4.10)
+                log.exception("intake loop error")
+                self._stats.add("intake_errors")
+                if self._stop.wait(_RETRY_S):
+                    break
+        log.info("intake stopped")
+
+    def _take_group(self) -> list[Inbound]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        group = [first]
+        while len(group) < _MAX_GROUP:
+            try:
+                group.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return group
+
+    def _commit_and_ack(self, group: list[Inbound]) -> None:
+        records: list[Record] = []
+        dead: list[DeadLetter] = []
+        for message in group:
+            result = self._ingestor.process(message.topic, message.payload, message.received_at_s)
+            self._stats.add("messages_received", label=result.route or "(none)")
+            if result.dropped_boxes:
+                self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
+            if result.dead_letter is not None:
+                dead.append(result.dead_letter)
+                log.error("message dead-lettered reason=%s topic=%s route=%s bytes=%d detail=%r",
+                          result.dead_letter.reason, result.dead_letter.topic[:200], result.route,
+                          len(message.payload), result.dead_letter.detail[:300])
+            elif not result.records:
+                self._stats.add("messages_without_event", label=result.route)
+            records.extend(result.records)
+        self._wait_below_high_water()
+        while True:
+            try:
+                self._buffer.append(records, dead)
+                self.is_writable = True
+                break
+            except Exception:  # noqa: BLE001 - keep the messages un-acked and retry; never crash-loop
+                self.is_writable = False
+                log.exception("buffer commit failed messages=%d; retrying, nothing is acked", len(group))
+                self._stats.add("buffer_commit_errors")
+                if self._stop.wait(_RETRY_S):
+                    return  # not acked: the broker redelivers after restart
+        for letter in dead:
+            self._stats.add("dead_letters", label=letter.reason)
+        self._stats.add("events_buffered", len(records))
+        if records:
+            self._wake_flusher.set()
+        for message in group:
+            self._ack(message)
+
+    def _wait_below_high_water(self) -> None:
+        """Hold the group (un-acked) while the buffer is over its high-water mark."""
+        logged_at = 0.0
+        while self._buffer.is_over_high_water():
+            if not self.is_backpressured:
+                log.warning("buffer over its high-water mark depth=%d bytes=%d; no more acks until it drains",
+                            self._buffer.depth, self._buffer.volume_bytes())
+            self.is_backpressured = True
+            self._stats.set("backpressure", 1)
+            if time.monotonic() - logged_at > 60:
+                logged_at = time.monotonic()
+            if self._stop.wait(0.5):
+                return
+        if self.is_backpressured:
+            log.info("buffer below its high-water mark again; acking resumes")
+        self.is_backpressured = False
+        self._stats.set("backpressure", 0)

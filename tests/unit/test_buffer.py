@@ -1,0 +1,106 @@
+"""The disk buffer: durable FIFO, dead letters, lock, corruption, high-water mark, no pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mqtt_bridge.buffer import DiskBuffer
+from mqtt_bridge.errors import BufferCorrupt, BufferLocked
+from mqtt_bridge.events import DeadLetter, Record
+
+
+def _record(n: int, image: bytes = b"") -> Record:
+    return Record(event={"eventId": f"e{n}"}, route="r", topic="t", received_at_s=float(n), image=image)
+
+
+def _letter(reason: str = "invalid_json") -> DeadLetter:
+    return DeadLetter(reason=reason, detail="d", topic="t", route="r", payload=b"\xff raw", received_at_s=1.0,
+                      dead_at_s=2.0)
+
+
+def test_buffer_peek_is_fifo_and_does_not_remove(tmp_path: Path) -> None:
+    """Peek returns the oldest records in order and leaves them until deleted."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(i, image=b"img" if i % 2 else b"") for i in range(5)], [])
+        first = buffer.peek(3, 2**20)
+        assert [r.event_id for _, r in first] == ["e0", "e1", "e2"]
+        assert first[1][1].image == b"img"
+        assert [r.event_id for _, r in buffer.peek(3, 2**20)] == ["e0", "e1", "e2"]
+        buffer.delete([k for k, _ in first])
+        assert [r.event_id for _, r in buffer.peek(10, 2**20)] == ["e3", "e4"]
+        assert buffer.depth == 2
+
+
+def test_buffer_survives_reopen(tmp_path: Path) -> None:
+    """Committed records and dead letters are there after close and reopen."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(1), _record(2)], [_letter()])
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        assert buffer.depth == 2
+        assert buffer.dead_letter_count == 1
+        [(_, letter)] = list(buffer.dead_letters())
+        assert letter.payload == b"\xff raw"
+
+
+def test_buffer_peek_respects_max_bytes_but_returns_at_least_one(tmp_path: Path) -> None:
+    """max_bytes bounds a batch; a single big record still comes out alone."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(i, image=b"x" * 1000) for i in range(4)], [])
+        assert len(buffer.peek(100, 2500)) == 2
+        assert len(buffer.peek(100, 10)) == 1
+
+
+def test_buffer_move_to_dead_letters_is_atomic(tmp_path: Path) -> None:
+    """A record moved to the dead letters leaves the queue in the same transaction."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(1), _record(2)], [])
+        key, _ = buffer.peek(1, 2**20)[0]
+        buffer.move_to_dead_letters([(key, _letter("api_rejected"))])
+        assert buffer.depth == 1
+        assert [letter.reason for _, letter in buffer.dead_letters()] == ["api_rejected"]
+
+
+def test_buffer_second_instance_refuses_to_start(tmp_path: Path) -> None:
+    """Two bridges on one buffer directory would duplicate and race; the second one is refused."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1), pytest.raises(BufferLocked):
+        DiskBuffer(tmp_path / "b", 2**30, 1).open()
+
+
+def test_buffer_directory_is_private(tmp_path: Path) -> None:
+    """The buffer directory is created with mode 0700 (it holds payloads)."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1):
+        assert (tmp_path / "b").stat().st_mode & 0o777 == 0o700
+
+
+def test_buffer_corrupt_database_refuses_to_start(tmp_path: Path) -> None:
+    """A damaged database is reported, never silently replaced by an empty one."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(i) for i in range(50)], [])
+    db = tmp_path / "b" / "cache.db"
+    data = bytearray(db.read_bytes())
+    data[0:16] = b"garbage garbage!"
+    db.write_bytes(bytes(data))
+    with pytest.raises(BufferCorrupt):
+        DiskBuffer(tmp_path / "b", 2**30, 1).open()
+
+
+def test_buffer_high_water_mark(tmp_path: Path) -> None:
+    """Over max_bytes, or with less free disk than min_free_bytes, the buffer says stop acking."""
+    with DiskBuffer(tmp_path / "b", 10 * 2**20, 1) as buffer:
+        assert not buffer.is_over_high_water()
+        buffer.append([_record(i, image=b"x" * 100_000) for i in range(120)], [])
+        assert buffer.is_over_high_water()
+    with DiskBuffer(tmp_path / "c", 2**40, 2**62) as buffer:
+        assert buffer.is_over_high_water()
+
+
+def test_buffer_refuses_to_store_or_load_pickles(tmp_path: Path) -> None:
+    """Only bytes go in (CVE-2025-69872): a non-bytes value is refused by the storage layer."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        with pytest.raises(TypeError):
+            buffer._db.set("x", {"a": 1})  # noqa: SLF001 - reaching the storage layer is the point
+        assert buffer.source_id("h") is None
+        buffer.remember_source_id("h", "ve-img-1")
+        assert buffer.source_id("h") == "ve-img-1"
