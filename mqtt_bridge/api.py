@@ -42,8 +42,12 @@ def parse_retry_after(value: str | None, now_s: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)  # RFC 9110 says whole seconds; a fraction costs nothing to honour
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -127,9 +127,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
-    from mqtt_bridge.emulator import Emulator  # noqa: PLC0415
+    from mqtt_bridge.emulator import ALL_SCOPES, Emulator  # noqa: PLC0415
 
-    emulator = Emulator(args.host, args.port, api_keys={args.api_key: Emulator.ALL_SCOPES},
+    emulator = Emulator(args.host, args.port, api_keys={args.api_key: ALL_SCOPES},
                         auto_create_use_cases=args.auto_create_use_cases)
     for use_case in args.use_case or []:
         emulator.add_use_case(f"Use case {use_case}", use_case)

@@ -18,7 +18,7 @@ from types import FrameType
 
 from mqtt_bridge.broker import EmbeddedBroker
 from mqtt_bridge.config import BridgeConfig, load_config
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.emulator import ALL_SCOPES, Emulator
 from mqtt_bridge.publish import Publisher
 from mqtt_bridge.service import Service
 from mqtt_bridge.simulator import SimulatedLine
@@ -70,7 +70,7 @@ def run_demo(settings: DemoSettings) -> int:
     mqtt_port = _port_or_free(settings.mqtt_port)
     api_port = _port_or_free(settings.api_port)
     broker = EmbeddedBroker("127.0.0.1", mqtt_port)
-    emulator = Emulator("127.0.0.1", api_port, api_keys={DEMO_API_KEY: Emulator.ALL_SCOPES})
+    emulator = Emulator("127.0.0.1", api_port, api_keys={DEMO_API_KEY: ALL_SCOPES})
     code = 1
     with tempfile.TemporaryDirectory(prefix="mqtt-bridge-demo-") as tmp:
         service: Service | None = None

@@ -142,7 +142,10 @@ class Emulator:
         self._store = EventStore(strict=strict, auto_create_use_cases=auto_create_use_cases,
                                  reject_archived=reject_archived, lookback_days=lookback_days)
         for spec in use_cases or []:
-            self._store.add_use_case(spec["name"], spec.get("id"), status=spec.get("status", "active"))
+            try:
+                self._store.add_use_case(spec["name"], spec.get("id"), status=spec.get("status", "active"))
+            except RequestRejected as exc:
+                raise ValueError(f"use case {spec!r}: {exc.message}") from None
         self._lock = threading.Lock()  # guards faults, request log and stats
         self._faults = Faults()
         self._log: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_SIZE)
@@ -215,7 +218,7 @@ class Emulator:
         """Replace the fault script with a ready `Faults` value."""
         with self._lock:
             self._faults = faults
-        logger.info("emulator faults set %s", faults)
+        logger.info("emulator faults set faults=%s", faults)
 
     def clear_faults(self) -> None:
         """Remove every scripted fault."""
@@ -293,16 +296,16 @@ class Emulator:
             ("GET", f"{api}/use-cases", self._list_use_cases, READ_SCOPES, False),
             ("POST", f"{api}/use-cases", self._create_use_case, MANAGE_SCOPES, False),
             ("PUT", uc, self._rename_use_case, MANAGE_SCOPES, False),
-            ("POST", f"{uc}/archive", self._archive, MANAGE_SCOPES, False),
-            ("POST", f"{uc}/unarchive", self._unarchive, MANAGE_SCOPES, False),
+            ("POST", f"{uc}/(archive|unarchive)", self._archive, MANAGE_SCOPES, False),
             ("GET", rf"{api}/custom-metadata-schema/([^/]+)", self._schema, READ_SCOPES, False),
             ("GET", "/", self._page, None, False),
             ("GET", r"/images/([^/]+)\.(\w+)", self._image, None, False),
-            ("GET", "/_emulator/faults", self._get_faults, None, False),
+            ("GET", "/_emulator/faults", lambda _, __: _json(200, self.faults.to_json()), None, False),
             ("POST", "/_emulator/faults", self._post_faults, None, False),
             ("DELETE", "/_emulator/faults", self._delete_faults, None, False),
             ("GET", "/_emulator/events", self._get_events, None, False),
-            ("GET", "/_emulator/requests", self._get_requests, None, False),
+            ("GET", "/_emulator/requests", lambda _, __: _json(200, {"requests": [
+                record.to_json() for record in self.requests_log()]}), None, False),
             ("GET", "/_emulator/stats", self._get_stats, None, False),
             ("POST", "/_emulator/use-cases", self._post_use_case, None, False),
             ("POST", "/_emulator/reset", self._post_reset, None, False),
@@ -418,11 +421,7 @@ class Emulator:
         return _json(200, {"id": use_case.id, "name": use_case.name})
 
     def _archive(self, _: _Request, args: tuple[str, ...]) -> _Response:
-        self._store.set_use_case_status(args[0], "inactive")
-        return _json(200, {"success": True})
-
-    def _unarchive(self, _: _Request, args: tuple[str, ...]) -> _Response:
-        self._store.set_use_case_status(args[0], "active")
+        self._store.set_use_case_status(args[0], "inactive" if args[1] == "archive" else "active")
         return _json(200, {"success": True})
 
     def _schema(self, _: _Request, args: tuple[str, ...]) -> _Response:
@@ -438,9 +437,6 @@ class Emulator:
         if upload is None or upload.ext != args[1]:
             return _error(404, "not found")
         return _Response(200, upload.data, IMAGE_CONTENT_TYPES[upload.ext])
-
-    def _get_faults(self, _: _Request, __: tuple[str, ...]) -> _Response:
-        return _json(200, self.faults.to_json())
 
     def _post_faults(self, request: _Request, _: tuple[str, ...]) -> _Response:
         try:
@@ -458,9 +454,6 @@ class Emulator:
         events: list[JsonValue] = list(self._store.all_events(request.base_url))
         writes: JsonDict = dict(self._store.write_counts())
         return _json(200, {"events": events, "writes": writes})
-
-    def _get_requests(self, _: _Request, __: tuple[str, ...]) -> _Response:
-        return _json(200, {"requests": [record.to_json() for record in self.requests_log()]})
 
     def _get_stats(self, _: _Request, __: tuple[str, ...]) -> _Response:
         counts = self.stats()
@@ -495,17 +488,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = 120  # idle keep-alive connections are dropped after this
     disable_nagle_algorithm = True  # headers and body go in two writes; Nagle would add ~40 ms per reply
 
-    def do_GET(self) -> None:  # http.server's naming
-        self._serve("GET")
+    def do_GET(self) -> None:  # http.server calls do_<METHOD>
+        self._serve(self.command)
 
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
+    do_POST = do_PUT = do_DELETE = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         if logger.isEnabledFor(logging.DEBUG):
@@ -606,15 +592,12 @@ def serve(host: str, port: int, api_key: str, use_cases: list[str], *,
 _PAGE_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Vision Events emulator</title>
 <style>
-body{font:14px system-ui,sans-serif;margin:1rem;background:#f5f5f5}
+body{font:14px system-ui,sans-serif;margin:1rem;background:#f5f5f5} .warn{color:#b00020}
 .ev{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem;margin:.6rem 0}
-.meta{color:#555;font-size:12px;font-family:ui-monospace,monospace}
-.warn{color:#b00020}
+.meta{color:#555;font-size:12px;font-family:ui-monospace,monospace} .img img{display:block;max-width:100%}
 .img{position:relative;display:inline-block;max-width:640px;margin-top:.4rem}
-.img img{display:block;max-width:100%}
-.img svg{position:absolute;left:0;top:0;width:100%;height:100%}
+.img svg{position:absolute;left:0;top:0;width:100%;height:100%} text{fill:#e0f;font-family:sans-serif}
 rect{fill:none;stroke:#e0f;stroke-width:2;vector-effect:non-scaling-stroke}
-text{fill:#e0f;font-family:sans-serif}
 </style></head><body>
 <h1>Vision Events emulator</h1><p id="status" class="meta">loading…</p><div id="events"></div>
 <script>

@@ -38,6 +38,7 @@ class ServiceState:
     is_alive: bool
     is_ready: bool
     mqtt_connected: bool
+    mqtt_subscribed: bool
     api_ready: bool
     buffer_writable: bool
     backpressured: bool
@@ -128,7 +129,8 @@ class Service:
         return ServiceState(
             is_alive=alive and not self.stop_event.is_set(),
             is_ready=alive and mqtt_ok and api_ok and writable and not backpressured,
-            mqtt_connected=mqtt_ok, api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
+            mqtt_connected=mqtt_ok, mqtt_subscribed=bool(self._subscriber and self._subscriber.is_subscribed),
+            api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
             buffer_depth=self._buffer.depth, dead_letters=self._buffer.dead_letter_count,
             last_error=self._fatal or (self._flusher.last_error if self._flusher else ""),
         )

@@ -98,6 +98,7 @@ class MqttSubscriber:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.is_connected = False
+        self.is_subscribed = False
         self.session_present: bool | None = None
         self.connects = 0
 
@@ -178,6 +179,7 @@ class MqttSubscriber:
             if refused:
                 log.error("mqtt subscription refused reasons=%s filters=%s", refused, self._subscriptions)
             else:
+                self.is_subscribed = True
                 log.info("mqtt subscribed filters=%s", ",".join(self._subscriptions))
         except Exception:  # noqa: BLE001 - see _on_connect
             log.exception("mqtt on_subscribe failed")
@@ -186,6 +188,7 @@ class MqttSubscriber:
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         try:
             self.is_connected = False
+            self.is_subscribed = False
             if not self._stopping:
                 log.warning("mqtt disconnected reason=%s; reconnecting", reason_code)
         except Exception:  # noqa: BLE001 - see _on_connect

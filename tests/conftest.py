@@ -13,11 +13,16 @@ from pathlib import Path
 import pytest
 
 from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.config import parse_config
+from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.service import Service
 from tests.helpers import (
+    BridgeFactory,
     BrokerAddress,
     MosquittoBroker,
     MosquittoFactory,
     PahoClient,
+    bridge_config,
     find_mosquitto,
     free_port,
     is_ci,
@@ -115,3 +120,36 @@ def mqtt_broker(request: pytest.FixtureRequest) -> BrokerAddress:
 
 # --- emulator (Vision Events API) ---------------------------------------------------------------------------
 # Reserved: the `emulator` fixture goes here.
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A started Vision Events emulator on a free port with the test use cases (`uc-a`, `uc-b`)."""
+    instance = Emulator(use_cases=[{"name": "Line A", "id": "uc-a"}, {"name": "Line B", "id": "uc-b"}])
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+# --- the bridge -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bridge_factory(tmp_path: Path) -> Iterator[BridgeFactory]:
+    """Start in-process bridges (`Service`) from test configs; every one is shut down after the test."""
+    services: list[Service] = []
+
+    def _factory(broker: BrokerAddress, emulator: Emulator, protocol: str = "5",
+                 **overrides: object) -> Service:
+        raw = bridge_config(broker, emulator.url, tmp_path / f"buffer-{len(services)}", protocol, **overrides)
+        service = Service(parse_config(raw, env={}))
+        services.append(service)
+        service.start()
+        wait_until(lambda: service.state().mqtt_subscribed, timeout_s=15, message="bridge subscribed")
+        return service
+
+    yield _factory
+    for service in services:
+        service.shutdown()

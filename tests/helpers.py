@@ -6,36 +6,51 @@ Fixtures live in `conftest.py` and are built from these; tests import the helper
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Protocol, TypeVar
+from typing import IO, Any, Literal, Protocol, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from PIL import Image
+
+from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.publish import Detection, build_message
+from mqtt_bridge.service import Service
 
 __all__ = [
     "LOCALHOST",
+    "TEST_ROUTES",
+    "BridgeFactory",
+    "BridgeProcess",
     "BrokerAddress",
     "MosquittoBroker",
     "MosquittoFactory",
     "PahoClient",
     "ReceivedMessage",
+    "bridge_config",
+    "detection_message",
+    "events_by_seq",
     "find_mosquitto",
     "free_port",
     "is_ci",
     "port_accepts_connections",
+    "tiny_png",
     "wait_until",
 ]
 
@@ -495,3 +510,114 @@ class PahoClient:
         )
         with self._lock:
             self._messages.append(received)
+
+
+# --- the bridge under test ------------------------------------------------------------------------------------
+
+TEST_ROUTES: list[dict[str, object]] = [
+    {"name": "inspection", "topic": "{prefix}/factory/{line}/{camera}/detections", "format": "canonical",
+     "use_case": "uc-a", "device_id": "{line}-{camera}", "stream_id": "{camera}", "event_type": "quality_check",
+     "metadata": {"line": "{line}"}},
+    {"name": "inference", "topic": "{prefix}/inference/{camera}", "format": "roboflow", "use_case": "uc-b",
+     "device_id": "rf-{camera}", "event_type": "inventory_count"},
+]
+
+
+def bridge_config(broker: BrokerAddress, api_url: str, buffer_dir: Path, protocol: str = "5",
+                  prefix: str = "t", **overrides: object) -> dict[str, object]:
+    """A raw bridge config for tests: fast retries and short batch waits, routes under `prefix/`."""
+    routes = []
+    for route in TEST_ROUTES:
+        topic = str(route["topic"]).replace("{prefix}", prefix)
+        routes.append({**route, "topic": topic})
+    raw: dict[str, object] = {
+        "mqtt": {"host": broker.host, "port": broker.port, "protocol": protocol,
+                 "client_id": f"bridge-{uuid.uuid4().hex[:8]}", "reconnect_min_s": 1, "reconnect_max_s": 2},
+        "api": {"base_url": api_url, "api_key": "demo-key", "retry_min_s": 0.05, "retry_max_s": 0.5,
+                "read_timeout_s": 5},
+        "buffer": {"path": str(buffer_dir), "min_free_bytes": 1},
+        "flush": {"max_wait_s": 0.1, "shutdown_grace_s": 5},
+        "health": {"enabled": False},
+        "routes": routes,
+    }
+    for section, values in overrides.items():
+        current = raw.get(section)
+        raw[section] = {**current, **values} if isinstance(current, dict) and isinstance(values, dict) else values
+    return raw
+
+
+class BridgeFactory(Protocol):
+    """The `bridge_factory` fixture: start an in-process bridge against a broker and the emulator."""
+
+    def __call__(self, broker: BrokerAddress, emulator: Emulator, protocol: str = "5",
+                 **overrides: object) -> Service: ...
+
+
+def tiny_png(seed: int) -> bytes:
+    """A small valid PNG whose bytes differ per seed."""
+    image = Image.new("RGB", (32, 24), (seed % 256, (seed * 7) % 256, (seed * 13) % 256))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def detection_message(seq: int, *, with_image: bool = False, run: str = "r") -> bytes:
+    """A canonical message carrying `seq` and `run` in its metadata, one box, optionally an image."""
+    return build_message(
+        detections=[Detection("scratch" if seq % 2 else "Dent", 0.5 + (seq % 50) / 100, x=10 + seq % 7, y=12,
+                              width=6, height=4)],
+        image=tiny_png(seq) if with_image else None, image_size=(32, 24) if with_image else None,
+        metadata={"seq": seq, "run": run})
+
+
+def events_by_seq(events: list[dict[str, Any]], run: str = "r") -> dict[int, list[dict[str, Any]]]:
+    """Group emulator events by the `seq` metadata of the message they came from."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for event in events:
+        metadata = event.get("customMetadata") or {}
+        if metadata.get("run") == run and isinstance(metadata.get("seq"), int):
+            grouped.setdefault(metadata["seq"], []).append(event)
+    return grouped
+
+
+class BridgeProcess:
+    """The bridge as a real subprocess (`python -m mqtt_bridge run`), for kill -9 and SIGTERM tests."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        """Start the process; its output goes to `log_path` (appended)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mqtt_bridge", "run", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
+        return self
+
+    def wait_subscribed(self, timeout_s: float = 20.0) -> None:
+        """Wait until this run of the process has subscribed (its session exists on the broker)."""
+        runs = self.log_text().count("bridge started")
+        wait_until(lambda: self.log_text().count("mqtt subscribed") >= runs, timeout_s=timeout_s,
+                   message=f"bridge subscribed (log: {self.log_path})")
+
+    def signal(self, sig: signal.Signals, timeout_s: float = 20.0) -> int:
+        """Send `sig` and wait for the exit code."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout_s)
+
+    def stop(self) -> None:
+        """Make sure the process is gone (SIGKILL after a grace period)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log_text(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
