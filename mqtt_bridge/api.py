@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -47,7 +48,7 @@ def parse_retry_after(value: str | None, now_s: float | None = None) -> float | 
     except ValueError:
         pass
     else:
-        return seconds if seconds >= 0 and seconds == seconds else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -82,6 +82,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BufferError_ as exc:
         log.error("buffer unusable: %s", exc)
         return EXIT_BUFFER
+    except OSError as exc:
+        log.error("cannot start: %s (is health.port %d already in use?)", exc, config.health.port)
+        return EXIT_UNAVAILABLE
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

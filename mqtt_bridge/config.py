@@ -71,7 +71,7 @@ class TlsConfig(_Model):
     """TLS to the broker. Certificates are verified against `ca_file` (or the system store) and the host name."""
 
     enabled: bool = Field(False, description="Connect with TLS (usually port 8883).")
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker certificate; system store if unset.")
+    ca_file: Path | None = Field(None, description="CA that signed the broker certificate; system store if unset.")
     cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
 

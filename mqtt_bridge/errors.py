@@ -63,7 +63,7 @@ class RouteNotFound(DecodeError):
     """No configured route matches the message topic."""
 
 
-class BufferError_(BridgeError):  # noqa: N801 - trailing underscore avoids the builtin BufferError
+class BufferError_(BridgeError):
     """The disk buffer cannot be opened or written."""
 
 

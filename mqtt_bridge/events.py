@@ -9,6 +9,7 @@ that a newer bridge can read an older buffer. Values are bytes only; nothing is 
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ def _metadata_problems(metadata: JsonValue, where: str) -> list[str]:
             if len(value) > MAX_METADATA_VALUE_CHARS:
                 problems.append(f"{where}.{key[:40]} is longer than {MAX_METADATA_VALUE_CHARS} characters")
         elif isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 problems.append(f"{where}.{key[:40]} must be a finite number")
         elif not isinstance(value, bool | int):
             problems.append(f"{where}.{key[:40]} must be a string, number or boolean")

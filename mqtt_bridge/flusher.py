@@ -23,7 +23,7 @@ from mqtt_bridge.events import DeadLetter, JsonDict, Record
 from mqtt_bridge.images import content_hash, file_extension, sniff_image_type
 from mqtt_bridge.stats import Stats
 
-__all__ = ["Backoff", "Flusher", "FlushSettings"]
+__all__ = ["Backoff", "FlushSettings", "Flusher"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Flusher:
                     self._deliver_batch(batch)
             except _Stop:
                 break
-            except Exception:  # noqa: BLE001 - no exception escapes a thread loop (style §4.10)
+            except Exception:
                 log.exception("flusher loop error; retrying after backoff")
                 self._stats.add("flusher_errors")
                 if self._stop.wait(self._backoff.next_delay_s()):
@@ -174,7 +174,8 @@ class Flusher:
                 image_hash = content_hash(record.image)
                 source_id = self._buffer.source_id(image_hash)
                 if source_id is None:
-                    name = record.image_name or f"{record.event_id}.{file_extension(sniff_image_type(record.image) or 'jpeg')}"
+                    extension = file_extension(sniff_image_type(record.image) or "jpeg")
+                    name = record.image_name or f"{record.event_id}.{extension}"
                     try:
                         started = time.monotonic()
                         source_id = self._api.upload_image(record.image, name)

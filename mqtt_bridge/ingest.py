@@ -92,19 +92,19 @@ class Ingestor:
         topic_text = topic.decode("utf-8", errors="replace")
         route_label = ""
         try:
-            if len(payload) > self._max_payload_bytes:
-                raise DecodeError("payload_too_large",
-                                  f"{len(payload)} bytes, the limit is {self._max_payload_bytes}")
             try:
                 topic_text = topic.decode("utf-8")
             except UnicodeDecodeError:
                 raise DecodeError("topic_not_utf8", "the topic is not valid UTF-8") from None
             route, captures = self._router.match(topic_text)
             route_label = route.label
+            if len(payload) > self._max_payload_bytes:
+                raise DecodeError("payload_too_large",
+                                  f"{len(payload)} bytes, the limit is {self._max_payload_bytes}")
             return self._build(route, captures, topic_text, payload, received_at_s)
         except DecodeError as exc:
             reason, detail = exc.reason, exc.detail
-        except Exception as exc:  # noqa: BLE001 - a message must never stop the line (design §3)
+        except Exception as exc:
             log.exception("ingest failed topic=%s route=%s", topic_text[:200], route_label)
             reason, detail = "internal_error", f"{type(exc).__name__}: {exc}"[:500]
         return IngestResult(route=route_label, dead_letter=DeadLetter(

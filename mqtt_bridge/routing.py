@@ -105,13 +105,11 @@ class ValueTemplate:
         problems = []
         for match in _PLACEHOLDER_RE.finditer(template):
             key = match.group(1)
-            if key == "topic" or key in level_names:
-                pass
-            elif key.startswith("payload.") and _PATH_RE.match(key[len("payload."):]):
-                pass
-            else:
+            is_payload_path = key.startswith("payload.") and _PATH_RE.match(key[len("payload."):]) is not None
+            if key != "topic" and key not in level_names and not is_payload_path:
                 known = ", ".join(sorted(level_names)) or "none"
-                problems.append(f"unknown placeholder {{{key}}} (topic levels: {known}; or topic, payload.<path>)")
+                problems.append(
+                    f"unknown placeholder {{{key}}} (topic levels: {known}; or topic, payload.<path>)")
             self._parts.append((template[position:match.start()], key))
             position = match.end()
         self._parts.append((template[position:], None))

@@ -20,6 +20,7 @@ from mqtt_bridge.api import VisionEventsClient
 from mqtt_bridge.buffer import DiskBuffer
 from mqtt_bridge.config import BridgeConfig
 from mqtt_bridge.flusher import Flusher, FlushSettings
+from mqtt_bridge.health import HealthServer
 from mqtt_bridge.ingest import Ingestor
 from mqtt_bridge.intake import Intake
 from mqtt_bridge.routing import Router
@@ -64,7 +65,13 @@ class Service:
         self._intake: Intake | None = None
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
+        self._health: HealthServer | None = None
         self._stopped = False
+
+    @property
+    def health_port(self) -> int | None:
+        """Port of the health server, when enabled."""
+        return self._health.port if self._health is not None else None
 
     @property
     def buffer(self) -> DiskBuffer:
@@ -97,6 +104,9 @@ class Service:
         except Exception:
             self._buffer.close()
             raise
+        if config.health.enabled:
+            self._health = HealthServer(config.health.host, config.health.port, self.state, self.stats)
+            self._health.start()
         self._spawn("flusher", self._flusher.run)
         self._spawn("intake", self._intake.run)
         self._subscriber.start()
@@ -111,7 +121,7 @@ class Service:
         def body() -> None:
             try:
                 target()
-            except BaseException as exc:  # noqa: BLE001 - report any death to the watchdog
+            except BaseException as exc:
                 log.exception("thread %s died", name)
                 self.fail(f"thread {name} died: {exc!r}")
 
@@ -175,6 +185,8 @@ class Service:
                     log.warning("flusher still busy at the deadline; its batch stays buffered")
         if self._api is not None:
             self._api.close()
+        if self._health is not None:
+            self._health.stop()
         if not any(t.is_alive() for t in self._threads):
             self._buffer.close()
         log.info("shutdown complete depth=%d delivered=%d dead_letters=%d", self._buffer.depth,

@@ -78,6 +78,6 @@ class SimulatedLine:
         while not self._stop.is_set():
             try:
                 self.publish_once()
-            except Exception:  # noqa: BLE001 - the demo line must survive a broker hiccup
+            except Exception:
                 log.exception("simulated line failed to publish; retrying")
             self._stop.wait(self._interval_s)

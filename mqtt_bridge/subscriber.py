@@ -116,7 +116,7 @@ class MqttSubscriber:
     def _run(self) -> None:
         try:
             self._client.loop_forever(retry_first_connection=True)
-        except Exception as exc:  # noqa: BLE001 - the network thread must report its death, not vanish
+        except Exception as exc:
             log.exception("mqtt network thread died")
             self._on_fatal(f"mqtt network thread died: {exc!r}")
             return
@@ -168,7 +168,7 @@ class MqttSubscriber:
                 client.subscribe([(topic, options) for topic in self._subscriptions])
             else:
                 client.subscribe([(topic, 1) for topic in self._subscriptions])
-        except Exception as exc:  # noqa: BLE001 - paho would kill its thread (reliability.md §0 row 3)
+        except Exception as exc:
             log.exception("mqtt on_connect failed")
             self._on_fatal(f"on_connect failed: {exc!r}")
 
@@ -181,7 +181,7 @@ class MqttSubscriber:
             else:
                 self.is_subscribed = True
                 log.info("mqtt subscribed filters=%s", ",".join(self._subscriptions))
-        except Exception:  # noqa: BLE001 - see _on_connect
+        except Exception:
             log.exception("mqtt on_subscribe failed")
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
@@ -191,17 +191,17 @@ class MqttSubscriber:
             self.is_subscribed = False
             if not self._stopping:
                 log.warning("mqtt disconnected reason=%s; reconnecting", reason_code)
-        except Exception:  # noqa: BLE001 - see _on_connect
+        except Exception:
             log.exception("mqtt on_disconnect failed")
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:
             # paho decodes the topic lazily and raises on invalid UTF-8; keep the raw bytes (reliability.md §4)
-            raw_topic: bytes = message._topic  # noqa: SLF001 - the only way to reach undecodable topics
+            raw_topic: bytes = message._topic
             self._on_message_cb(Inbound(topic=raw_topic, payload=bytes(message.payload), mid=message.mid,
                                         qos=message.qos, generation=self._generation,
                                         received_at_s=time.time()))
-        except Exception as exc:  # noqa: BLE001 - never ack, never die: stop the service instead
+        except Exception as exc:
             log.exception("mqtt on_message failed mid=%s", message.mid)
             self._on_fatal(f"on_message failed: {exc!r}")
 
@@ -236,7 +236,7 @@ class MqttPublisher:
                 timeout_s: float = 10.0) -> None:
         """Publish; with `wait`, block until the broker acknowledged (QoS 1) or raise PublishError."""
         info = self._client.publish(topic, payload, qos=qos)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and info.rc != MQTTErrorCode.MQTT_ERR_NO_CONN:
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise PublishError(f"publish failed rc={info.rc}")
         if wait:
             info.wait_for_publish(timeout_s)

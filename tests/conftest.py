@@ -143,7 +143,10 @@ def bridge_factory(tmp_path: Path) -> Iterator[BridgeFactory]:
 
     def _factory(broker: BrokerAddress, emulator: Emulator, protocol: str = "5",
                  **overrides: object) -> Service:
-        raw = bridge_config(broker, emulator.url, tmp_path / f"buffer-{len(services)}", protocol, **overrides)
+        raw = bridge_config(broker, emulator.url, tmp_path / f"buffer-{len(services)}", protocol)
+        for section, values in overrides.items():
+            current = raw.get(section)
+            raw[section] = {**current, **values} if isinstance(current, dict) and isinstance(values, dict) else values
         service = Service(parse_config(raw, env={}))
         services.append(service)
         service.start()

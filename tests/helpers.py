@@ -524,7 +524,7 @@ TEST_ROUTES: list[dict[str, object]] = [
 
 
 def bridge_config(broker: BrokerAddress, api_url: str, buffer_dir: Path, protocol: str = "5",
-                  prefix: str = "t", **overrides: object) -> dict[str, object]:
+                  prefix: str = "t") -> dict[str, object]:
     """A raw bridge config for tests: fast retries and short batch waits, routes under `prefix/`."""
     routes = []
     for route in TEST_ROUTES:
@@ -540,9 +540,6 @@ def bridge_config(broker: BrokerAddress, api_url: str, buffer_dir: Path, protoco
         "health": {"enabled": False},
         "routes": routes,
     }
-    for section, values in overrides.items():
-        current = raw.get(section)
-        raw[section] = {**current, **values} if isinstance(current, dict) and isinstance(values, dict) else values
     return raw
 
 

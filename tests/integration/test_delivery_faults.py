@@ -72,7 +72,8 @@ def test_bridge_killed_mid_stream_loses_and_duplicates_nothing(mosquitto: Mosqui
     publisher.start()
     try:
         for kill in range(3):
-            wait_until(lambda k=kill: len(emulator.events()) > (k + 1) * total // 6, timeout_s=60,
+            target = (kill + 1) * total // 6
+            wait_until(lambda: len(emulator.events()) > target, timeout_s=60,  # noqa: B023 - used at once
                        message="progress before the next kill")
             assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
             bridge.start()

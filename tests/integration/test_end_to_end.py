@@ -75,7 +75,7 @@ def test_end_to_end_roboflow_inference_route(mosquitto: BrokerAddress, emulator:
                                 "class_id": 0}]}
     with PahoClient(mosquitto, client_id="rf-publisher").connect() as publisher:
         publisher.publish("t/inference/cam7", orjson.dumps(payload))
-    [event] = wait_until(lambda: emulator.events(), timeout_s=15, message="one event")
+    [event] = wait_until(emulator.events, timeout_s=15, message="one event")
     assert event["useCaseId"] == "uc-b"
     assert event["deviceId"] == "rf-cam7"
     assert event["eventType"] == "inventory_count"

@@ -100,7 +100,7 @@ def test_buffer_refuses_to_store_or_load_pickles(tmp_path: Path) -> None:
     """Only bytes go in (CVE-2025-69872): a non-bytes value is refused by the storage layer."""
     with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
         with pytest.raises(TypeError):
-            buffer._db.set("x", {"a": 1})  # noqa: SLF001 - reaching the storage layer is the point
+            buffer._db.set("x", {"a": 1})
         assert buffer.source_id("h") is None
         buffer.remember_source_id("h", "ve-img-1")
         assert buffer.source_id("h") == "ve-img-1"

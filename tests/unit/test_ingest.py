@@ -44,7 +44,7 @@ def _one(ingestor: Ingestor, payload: JsonDict | bytes, topic: bytes = TOPIC) ->
     return result.records[0]
 
 
-DET = {"class": "Scratch", "confidence": 0.91, "x": 30, "y": 20, "width": 10, "height": 8}
+DET: JsonDict = {"class": "Scratch", "confidence": 0.91, "x": 30, "y": 20, "width": 10, "height": 8}
 
 
 def test_ingest_canonical_message_becomes_a_vision_event() -> None:
@@ -97,7 +97,7 @@ def test_ingest_empty_quality_check_passes_and_safety_alert_is_skipped() -> None
 
 def test_ingest_roboflow_inference_json() -> None:
     """Roboflow predictions keep their centre boxes; without an image the event carries a summary."""
-    payload = {"image": {"width": 640, "height": 480}, "inference_id": "abc",
+    payload: JsonDict = {"image": {"width": 640, "height": 480}, "inference_id": "abc",
                "predictions": [{"x": 10, "y": 10, "width": 4, "height": 4, "class": "bolt", "confidence": 0.8},
                                {"x": 20, "y": 10, "width": 4, "height": 4, "class": "bolt", "confidence": 1.7}]}
     event = _one(_ingestor(), payload, topic=b"rf/cam9").event
@@ -113,7 +113,9 @@ def test_ingest_drops_degenerate_boxes_and_filters_confidence() -> None:
     raw = orjson.dumps({"detections": [DET, DET | {"width": 0}, DET | {"confidence": 0.2}]})
     result = ingestor.process(TOPIC, raw, time.time())
     assert result.dropped_boxes == 1
-    assert result.records[0].event["customMetadata"]["detections"] == 1  # type: ignore[index]
+    metadata = result.records[0].event["customMetadata"]
+    assert isinstance(metadata, dict)
+    assert metadata["detections"] == 1
 
 
 @pytest.mark.parametrize(("topic", "payload", "reason"), [
