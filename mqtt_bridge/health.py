@@ -24,15 +24,32 @@ log = logging.getLogger(__name__)
 class StateSource(Protocol):
     """What the health server reads: a `ServiceState`-like object."""
 
-    is_alive: bool
-    is_ready: bool
-    mqtt_connected: bool
-    api_ready: bool
-    buffer_writable: bool
-    backpressured: bool
-    buffer_depth: int
-    dead_letters: int
-    last_error: str
+    @property
+    def is_alive(self) -> bool: ...
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    @property
+    def mqtt_connected(self) -> bool: ...
+
+    @property
+    def api_ready(self) -> bool: ...
+
+    @property
+    def buffer_writable(self) -> bool: ...
+
+    @property
+    def backpressured(self) -> bool: ...
+
+    @property
+    def buffer_depth(self) -> int: ...
+
+    @property
+    def dead_letters(self) -> int: ...
+
+    @property
+    def last_error(self) -> str: ...
 
 
 def _metric_name(name: str) -> str:
@@ -69,7 +86,7 @@ class HealthServer:
             def do_GET(self) -> None:  # http.server's naming
                 outer._handle(self)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 log.debug("health %s", format % args)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
@@ -109,7 +126,7 @@ class HealthServer:
                 status, body, kind = 200, render_metrics(self._stats, state).encode(), "text/plain; version=0.0.4"
             else:
                 status, body, kind = 404, b'{"error": "not found"}', "application/json"
-        except Exception:  # noqa: BLE001 - a health probe must never take the bridge down
+        except Exception:
             log.exception("health request failed")
             status, body, kind = 500, b'{"error": "internal"}', "application/json"
         request.send_response(status)

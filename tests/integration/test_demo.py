@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -27,11 +28,15 @@ def test_demo_shows_events_with_images_in_the_emulator_page(tmp_path: Path) -> N
     try:
         match = wait_until(lambda: re.search(r"emulator: (http://127\.0\.0\.1:\d+)/", log_path.read_text()),
                            timeout_s=30, message="the demo prints its page URL")
+        assert match is not None
         url = match.group(1)
         with requests.Session() as http:
-            events = wait_until(lambda: len(http.get(f"{url}/_emulator/events", timeout=5).json()["events"]) >= 8
-                                and http.get(f"{url}/_emulator/events", timeout=5).json()["events"],
-                                timeout_s=30, message="events in the emulator")
+
+            def stored_events() -> list[dict[str, Any]]:
+                events: list[dict[str, Any]] = http.get(f"{url}/_emulator/events", timeout=5).json()["events"]
+                return events if len(events) >= 8 else []
+
+            events = wait_until(stored_events, timeout_s=30, message="events in the emulator")
             page = http.get(f"{url}/", timeout=5)
             assert page.status_code == 200 and "Vision Events emulator" in page.text
             with_images = [e for e in events if e.get("images")]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
 from mqtt_bridge.emulator import Emulator
 from tests.helpers import BridgeFactory, MosquittoBroker, PahoClient, detection_message, events_by_seq, wait_until
@@ -72,7 +72,7 @@ def test_health_endpoints_report_liveness_readiness_and_metrics(mosquitto: Mosqu
                    message="ready")
         with PahoClient(mosquitto, client_id="health-publisher").connect() as publisher:
             publisher.publish(VALID_TOPIC, detection_message(1))
-        wait_until(lambda: emulator.events(), timeout_s=10, message="delivered")
+        wait_until(emulator.events, timeout_s=10, message="delivered")
         metrics = http.get(f"{base}/metrics", timeout=5).text
         assert "mqtt_bridge_events_delivered 1" in metrics
         assert "mqtt_bridge_mqtt_connected 1" in metrics
