@@ -72,9 +72,10 @@ def test_health_endpoints_report_liveness_readiness_and_metrics(mosquitto: Mosqu
                    message="ready")
         with PahoClient(mosquitto, client_id="health-publisher").connect() as publisher:
             publisher.publish(VALID_TOPIC, detection_message(1))
-        wait_until(emulator.events, timeout_s=10, message="delivered")
+        wait_until(lambda: "mqtt_bridge_events_delivered 1\n" in http.get(f"{base}/metrics", timeout=5).text,
+                   timeout_s=10, message="delivery counted")
         metrics = http.get(f"{base}/metrics", timeout=5).text
-        assert "mqtt_bridge_events_delivered 1" in metrics
+        assert len(emulator.events()) == 1
         assert "mqtt_bridge_mqtt_connected 1" in metrics
         emulator.set_faults(status_always=401)
         with PahoClient(mosquitto, client_id="health-publisher-2").connect() as publisher:
