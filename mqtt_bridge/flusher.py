@@ -106,7 +106,7 @@ class Flusher:
                     break
         log.info("flusher stopped depth=%d", self._buffer.depth)
 
-    def _next_batch(self) -> list[tuple[int, Record]]:
+    def _next_batch(self) -> list[Record]:
         """Peek a batch once it is full or its oldest record has waited `max_wait_s`."""
         settings = self._settings
         while not self._stop.is_set():
@@ -118,7 +118,7 @@ class Flusher:
             if not batch:
                 self._wake.wait(0.2)
                 continue
-            wait_s = batch[0][1].received_at_s + settings.max_wait_s - time.time()
+            wait_s = batch[0].received_at_s + settings.max_wait_s - time.time()
             if len(batch) >= settings.max_events or wait_s <= 0 or self._buffer.depth > len(batch):
                 return batch
             deadline = time.monotonic() + wait_s
@@ -132,112 +132,142 @@ class Flusher:
 
     # --- one batch --------------------------------------------------------------------------------------------
 
-    def _deliver_batch(self, batch: list[tuple[int, Record]]) -> None:
+    def _deliver_batch(self, batch: list[Record]) -> None:
         """Deliver one batch, retrying retryable failures until it is done or the service stops."""
-        while True:
-            try:
-                pending = self._upload_images(batch)
-                self._create(pending)
+        while batch:
+            error = self._attempt(batch)
+            if error is None:
                 self._backoff.reset()
                 if not self.is_api_ready:
                     log.info("api accepts requests again")
                 self.is_api_ready = True
                 self.last_error = ""
                 return
-            except AuthApiError as exc:
+            if isinstance(error, AuthApiError):
                 self.is_api_ready = False
-                self.last_error = f"{exc} {exc.body[:200]}"
-                self._stats.add("api_retries", label=str(exc.status))
+                self.last_error = f"{error} {error.body[:200]}"
+                self._stats.add("api_retries", label=str(error.status))
                 delay = self._backoff.next_delay_s()
                 log.warning("api refused the key status=%s; keeping %d events, retry_in_s=%.1f",
-                            exc.status, len(batch), delay)
+                            error.status, len(batch), delay)
                 if self._on_auth_error is not None:
                     self._on_auth_error()
-            except RetryableApiError as exc:
-                self.last_error = str(exc)
-                self._stats.add("api_retries", label=str(exc.status or "network"))
-                delay = self._backoff.next_delay_s(exc.retry_after_s)
+            else:
+                self.last_error = str(error)
+                self._stats.add("api_retries", label=str(error.status or "network"))
+                delay = self._backoff.next_delay_s(error.retry_after_s)
                 log.warning("api retryable failure error=%r retry_after_s=%s retry_in_s=%.1f batch=%d",
-                            str(exc), exc.retry_after_s, delay, len(batch))
+                            str(error), error.retry_after_s, delay, len(batch))
             if self._stop.wait(delay):
                 raise _Stop
-            # Records may have been delivered or dead-lettered in part: re-read what is still queued.
+            # part of the batch may be done (delivered or dead-lettered): re-read what is still queued
             batch = self._buffer.peek(len(batch), self._settings.max_bytes)
 
-    def _upload_images(self, batch: list[tuple[int, Record]]) -> list[tuple[int, Record, JsonDict]]:
-        """Upload each record's image once; returns (key, record, event body with sourceId) per record."""
-        out: list[tuple[int, Record, JsonDict]] = []
-        rejected: list[tuple[int, Record, ApiError]] = []
-        for key, record in batch:
+    def _attempt(self, batch: list[Record]) -> AuthApiError | RetryableApiError | None:
+        """One pass over the batch. Whatever is done as a prefix of it is committed, even after an error."""
+        progress = _Progress(batch)
+        try:
+            self._create(self._upload_images(progress), progress)
+        except (AuthApiError, RetryableApiError) as exc:
+            return exc
+        finally:
+            self._commit(progress)
+        return None
+
+    def _upload_images(self, progress: _Progress) -> list[tuple[int, JsonDict]]:
+        """Upload each record's image once; returns (index, event body with sourceId) per record to create."""
+        out: list[tuple[int, JsonDict]] = []
+        for index, record in enumerate(progress.records):
             event = record.event
             if record.image:
                 image_hash = content_hash(record.image)
                 source_id = self._buffer.source_id(image_hash)
                 if source_id is None:
                     extension = file_extension(sniff_image_type(record.image) or "jpeg")
-                    name = record.image_name or f"{record.event_id}.{extension}"
                     try:
-                        started = time.monotonic()
-                        source_id = self._api.upload_image(record.image, name)
-                        self._stats.add("api_upload_seconds_ms", int((time.monotonic() - started) * 1000))
+                        source_id = self._api.upload_image(record.image, record.image_name or
+                                                           f"{record.event_id}.{extension}")
                     except PermanentApiError as exc:
-                        rejected.append((key, record, exc))
+                        progress.dead_letter(index, "upload_rejected", exc)
                         continue
                     self._buffer.remember_source_id(image_hash, source_id)
                     self._stats.add("images_uploaded")
                 event = _with_source_id(event, source_id)
-            out.append((key, record, event))
-        if rejected:
-            self._dead_letter([(key, record) for key, record, _ in rejected], "upload_rejected", rejected[0][2])
+            out.append((index, event))
         return out
 
-    def _create(self, items: list[tuple[int, Record, JsonDict]]) -> None:
+    def _create(self, items: list[tuple[int, JsonDict]], progress: _Progress) -> None:
         """Send events; on a permanent 4xx split the batch to isolate and dead-letter the offending events."""
         if not items:
             return
         try:
             started = time.monotonic()
-            self._api.create_batch([event for _, _, event in items])
-            self._stats.add("api_batches")
+            self._api.create_batch([event for _, event in items])
             self._stats.set("api_last_batch_seconds", time.monotonic() - started)
+            self._stats.add("api_batches")
         except PermanentApiError as exc:
             if len(items) == 1:
-                key, record, _ = items[0]
-                self._dead_letter([(key, record)], "api_rejected", exc)
+                progress.dead_letter(items[0][0], "api_rejected", exc)
                 return
             log.info("api rejected a batch of %d status=%s; splitting to find the bad events", len(items),
                      exc.status)
             middle = len(items) // 2
-            self._create(items[:middle])
-            self._create(items[middle:])
+            self._create(items[:middle], progress)
+            self._create(items[middle:], progress)
             return
-        hashes = [content_hash(record.image) for _, record, _ in items if record.image]
-        self._buffer.delete([key for key, _, _ in items])
-        if hashes:
-            self._buffer.forget_source_ids(hashes)
-        self.last_delivery_s = time.time()
-        self._stats.add("events_delivered", len(items))
-        self._stats.set("last_delivery_time_seconds", self.last_delivery_s)
-        log.debug("batch delivered events=%d depth=%d", len(items), self._buffer.depth)
-        if self._on_outcome is not None:
-            for _, record, _ in items:
-                self._on_outcome(record, "delivered", "")
+        for index, _ in items:
+            progress.done[index] = True
 
-    def _dead_letter(self, items: list[tuple[int, Record]], reason: str, exc: ApiError) -> None:
-        now = time.time()
-        letters = []
-        for key, record in items:
-            letters.append((key, DeadLetter(
-                reason=reason, detail=str(exc), topic=record.topic, route=record.route,
-                payload=record.to_bytes(), received_at_s=record.received_at_s, dead_at_s=now,
-                event_id=record.event_id, api_status=exc.status, api_body=exc.body)))
-            log.error("event dead-lettered reason=%s event_id=%s route=%s status=%s body=%r", reason,
-                      record.event_id, record.route, exc.status, exc.body[:300])
-        self._buffer.move_to_dead_letters(letters)
-        self._stats.add("dead_letters", len(items), label=reason)
+    def _commit(self, progress: _Progress) -> None:
+        """Complete the done prefix of the batch in the buffer (one transaction), then count and report it."""
+        prefix = progress.prefix()
+        if prefix == 0:
+            return
+        records = progress.records[:prefix]
+        letters = [progress.dead[i] for i in range(prefix) if i in progress.dead]
+        hashes = [content_hash(r.image) for i, r in enumerate(records) if r.image and i not in progress.dead]
+        self._buffer.complete(prefix, letters, hashes)
+        delivered = prefix - len(letters)
+        if delivered:
+            self.last_delivery_s = time.time()
+            self._stats.add("events_delivered", delivered)
+            self._stats.set("last_delivery_time_seconds", self.last_delivery_s)
+        for letter in letters:
+            log.error("event dead-lettered reason=%s event_id=%s route=%s status=%s body=%r", letter.reason,
+                      letter.event_id, letter.route, letter.api_status, letter.api_body[:300])
+            self._stats.add("dead_letters", label=letter.reason)
+        log.debug("batch completed events=%d dead_letters=%d depth=%d", prefix, len(letters), self._buffer.depth)
         if self._on_outcome is not None:
-            for _, record in items:
-                self._on_outcome(record, "dead_lettered", f"{reason}: {exc.body[:300] or exc}")
+            for index, record in enumerate(records):
+                dead = progress.dead.get(index)
+                if dead is None:
+                    self._on_outcome(record, "delivered", "")
+                else:
+                    self._on_outcome(record, "dead_lettered", f"{dead.reason}: {dead.api_body[:300] or dead.detail}")
+
+
+class _Progress:
+    """What one pass over a batch achieved: which records are done, and the dead letters among them."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.done = [False] * len(records)
+        self.dead: dict[int, DeadLetter] = {}
+
+    def dead_letter(self, index: int, reason: str, exc: ApiError) -> None:
+        record = self.records[index]
+        self.dead[index] = DeadLetter(
+            reason=reason, detail=str(exc), topic=record.topic, route=record.route, payload=record.to_bytes(),
+            received_at_s=record.received_at_s, dead_at_s=time.time(), event_id=record.event_id,
+            api_status=exc.status, api_body=exc.body)
+        self.done[index] = True
+
+    def prefix(self) -> int:
+        """How many records from the start are done (only a done prefix can be completed in the buffer)."""
+        for index, is_done in enumerate(self.done):
+            if not is_done:
+                return index
+        return len(self.done)
 
 
 def _with_source_id(event: JsonDict, source_id: str) -> JsonDict:

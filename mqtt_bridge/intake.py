@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from mqtt_bridge.buffer import DiskBuffer
@@ -26,14 +27,17 @@ log = logging.getLogger(__name__)
 
 _MAX_GROUP = 1000
 _RETRY_S = 1.0
+_HIGH_WATER_CHECK_S = 0.2
 
 
 class Intake:
     """Hands messages from the MQTT thread to the buffer. `offer` is called by paho; `run` is the thread body."""
 
     def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, ack: Callable[[Inbound], bool], stats: Stats,
-                 stop: threading.Event, wake_flusher: threading.Event, max_pending: int) -> None:
+                 stop: threading.Event, wake_flusher: threading.Event, max_pending: int,
+                 on_commit: Callable[[list[Record], list[DeadLetter]], None] | None = None) -> None:
         self._ingestor = ingestor
+        self._on_commit = on_commit  # status-page trace and receipts: one call per committed group, after the acks
         self._buffer = buffer
         self._ack = ack
         self._stats = stats
@@ -42,6 +46,7 @@ class Intake:
         self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
         self.is_backpressured = False
         self.is_writable = True
+        self._next_high_water_check = 0.0
 
     def offer(self, message: Inbound) -> None:
         """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full."""
@@ -86,9 +91,10 @@ class Intake:
     def _commit_and_ack(self, group: list[Inbound]) -> None:
         records: list[Record] = []
         dead: list[DeadLetter] = []
+        received: Counter[str] = Counter()
         for message in group:
             result = self._ingestor.process(message.topic, message.payload, message.received_at_s)
-            self._stats.add("messages_received", label=result.route or "(none)")
+            received[result.route or "(none)"] += 1
             if result.dropped_boxes:
                 self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
             if result.dead_letter is not None:
@@ -99,6 +105,8 @@ class Intake:
             elif not result.records:
                 self._stats.add("messages_without_event", label=result.route)
             records.extend(result.records)
+        for route, count in received.items():
+            self._stats.add("messages_received", count, label=route)
         self._wait_below_high_water()
         while True:
             try:
@@ -118,18 +126,26 @@ class Intake:
             self._wake_flusher.set()
         for message in group:
             self._ack(message)
+        if self._on_commit is not None:
+            self._on_commit(records, dead)
+
+    def _is_over_high_water(self) -> bool:
+        """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a
+        statvfs and a SQLite page count; a group or two more is far below any sensible reserve)."""
+        now = time.monotonic()
+        if not self.is_backpressured and now < self._next_high_water_check:
+            return False
+        self._next_high_water_check = now + _HIGH_WATER_CHECK_S
+        return self._buffer.is_over_high_water()
 
     def _wait_below_high_water(self) -> None:
         """Hold the group (un-acked) while the buffer is over its high-water mark."""
-        logged_at = 0.0
-        while self._buffer.is_over_high_water():
+        while self._is_over_high_water():
             if not self.is_backpressured:
                 log.warning("buffer over its high-water mark depth=%d bytes=%d; no more acks until it drains",
                             self._buffer.depth, self._buffer.volume_bytes())
             self.is_backpressured = True
             self._stats.set("backpressure", 1)
-            if time.monotonic() - logged_at > 60:
-                logged_at = time.monotonic()
             if self._stop.wait(0.5):
                 return
         if self.is_backpressured:

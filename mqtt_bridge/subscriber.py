@@ -108,29 +108,23 @@ class MqttSubscriber:
         """Connect in the background (retrying until the broker answers) and start the network thread."""
         self._client.connect_async(self._config.host, self._config.port, keepalive=self._config.keepalive_s,
                                    clean_start=False, properties=_connect_properties(self._config))
-        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=False)
-        self._thread.start()
+        # paho's own threaded mode: acks queued from the intake thread then wake the loop through its socketpair
+        # instead of writing to the socket from a second thread (paho writes directly when it runs unthreaded)
+        self._client.loop_start()
+        self._thread = self._client._thread  # the watchdog must see the thread die (reliability.md §1.5)
         log.info("mqtt connecting host=%s port=%d client_id=%s protocol=%s", self._config.host,
                  self._config.port, self._config.client_id, self._config.protocol)
-
-    def _run(self) -> None:
-        try:
-            self._client.loop_forever(retry_first_connection=True)
-        except Exception as exc:
-            log.exception("mqtt network thread died")
-            self._on_fatal(f"mqtt network thread died: {exc!r}")
-            return
-        if not self._stopping:
-            self._on_fatal("mqtt network loop ended unexpectedly")
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Send pending acks, disconnect (the session stays on the broker) and join the network thread."""
         self._stopping = True
         self._client.disconnect()
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(timeout_s)  # the loop ends once DISCONNECT is written
             if self._thread.is_alive():
                 log.warning("mqtt network thread did not stop within %.1fs", timeout_s)
+            else:
+                self._client.loop_stop()
         self.is_connected = False
 
     def is_alive(self) -> bool:

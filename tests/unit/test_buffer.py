@@ -25,12 +25,33 @@ def test_buffer_peek_is_fifo_and_does_not_remove(tmp_path: Path) -> None:
     with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
         buffer.append([_record(i, image=b"img" if i % 2 else b"") for i in range(5)], [])
         first = buffer.peek(3, 2**20)
-        assert [r.event_id for _, r in first] == ["e0", "e1", "e2"]
-        assert first[1][1].image == b"img"
-        assert [r.event_id for _, r in buffer.peek(3, 2**20)] == ["e0", "e1", "e2"]
-        buffer.delete([k for k, _ in first])
-        assert [r.event_id for _, r in buffer.peek(10, 2**20)] == ["e3", "e4"]
+        assert [r.event_id for r in first] == ["e0", "e1", "e2"]
+        assert first[1].image == b"img"
+        assert [r.event_id for r in buffer.peek(3, 2**20)] == ["e0", "e1", "e2"]
+        buffer.complete(len(first))
+        assert [r.event_id for r in buffer.peek(10, 2**20)] == ["e3", "e4"]
         assert buffer.depth == 2
+
+
+def test_buffer_completion_spans_group_commits_and_survives_reopen(tmp_path: Path) -> None:
+    """Records from several commits come out in order; a partly completed group resumes where it stopped."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(i) for i in range(0, 4)], [])
+        buffer.append([_record(i) for i in range(4, 6)], [])
+        buffer.append([_record(i) for i in range(6, 10)], [])
+        assert [r.event_id for r in buffer.peek(7, 2**20)] == [f"e{i}" for i in range(7)]
+        buffer.complete(5)
+        assert buffer.depth == 5
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        assert buffer.depth == 5
+        assert [r.event_id for r in buffer.peek(100, 2**20)] == [f"e{i}" for i in range(5, 10)]
+        assert [r.event_id for r in buffer.records()] == [f"e{i}" for i in range(5, 10)]
+        buffer.complete(5)
+        assert buffer.depth == 0
+        assert buffer.peek(100, 2**20) == []
+        buffer.append([_record(42)], [])
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        assert [r.event_id for r in buffer.peek(100, 2**20)] == ["e42"]
 
 
 def test_buffer_survives_reopen(tmp_path: Path) -> None:
@@ -52,14 +73,16 @@ def test_buffer_peek_respects_max_bytes_but_returns_at_least_one(tmp_path: Path)
         assert len(buffer.peek(100, 10)) == 1
 
 
-def test_buffer_move_to_dead_letters_is_atomic(tmp_path: Path) -> None:
-    """A record moved to the dead letters leaves the queue in the same transaction."""
+def test_buffer_completion_with_dead_letters_is_atomic(tmp_path: Path) -> None:
+    """Records leave the queue in the same transaction that stores the dead letters among them."""
     with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
         buffer.append([_record(1), _record(2)], [])
-        key, _ = buffer.peek(1, 2**20)[0]
-        buffer.move_to_dead_letters([(key, _letter("api_rejected"))])
+        buffer.remember_source_id("hash", "ve-img-1")
+        buffer.complete(1, [_letter("api_rejected")], ["hash"])
         assert buffer.depth == 1
+        assert buffer.dead_letter_count == 1
         assert [letter.reason for _, letter in buffer.dead_letters()] == ["api_rejected"]
+        assert buffer.source_id("hash") is None
 
 
 def test_buffer_second_instance_refuses_to_start(tmp_path: Path) -> None:
