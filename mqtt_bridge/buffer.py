@@ -97,7 +97,9 @@ class DiskBuffer:
         self._next_seq = 0
         self._head_key: int | None = None  # segment the `head` index refers to
         self._head_index = 0  # records of that segment already done
-        self._segment_cache: dict[int, list[Record]] = {}  # decoded segments at the head (flusher thread only)
+        # raw records of the segments at the head (flusher thread only); decoded only when peeked, so that memory
+        # stays small whatever the backlog (issue 7: RSS ≤ 80 MB with a million queued)
+        self._segment_cache: dict[int, list[bytes]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -121,6 +123,9 @@ class DiskBuffer:
             self._cache = diskcache.Cache(
                 str(self.path), disk=_BytesOnlyDisk, eviction_policy="none", cull_limit=0,
                 sqlite_synchronous=2, disk_min_file_size=_INLINE_LIMIT, size_limit=2**62,
+                # small page cache and no mmap: each thread has its own connection, and diskcache's defaults
+                # (32 MiB cache, 64 MiB mmap) would count into RSS on an edge box with a big backlog
+                sqlite_cache_size=1024, sqlite_mmap_size=0,
                 statistics=False, tag_index=False, timeout=60,
             )
             self._load_state()
@@ -221,23 +226,23 @@ class DiskBuffer:
 
     # --- flusher side -----------------------------------------------------------------------------------------
 
-    def _segment(self, key: int) -> list[Record]:
+    def _segment(self, key: int) -> list[bytes]:
         cached = self._segment_cache.get(key)
         if cached is not None:
             return cached
         value = self._db.get(key, retry=True)
-        records: list[Record] = []
+        raw: list[bytes] = []
         if isinstance(value, bytes):
             try:
-                records = _split_segment(value)
-            except (ValueError, KeyError, TypeError, struct.error):
+                raw = _split_raw(value)
+            except (ValueError, struct.error):
                 log.exception("unreadable buffer segment key=%d; moving it to the dead letters", key)
                 self._quarantine(key, value)
                 return []
         self._segment_cache = {k: v for k, v in self._segment_cache.items() if k > key}
-        if len(self._segment_cache) < 4:
-            self._segment_cache[key] = records
-        return records
+        if len(self._segment_cache) < 2:
+            self._segment_cache[key] = raw
+        return raw
 
     def _quarantine(self, key: int, value: bytes) -> None:
         letter = DeadLetter(reason="unreadable_record", detail="a buffered segment could not be decoded",
@@ -255,20 +260,62 @@ class DiskBuffer:
             self._depth -= lost
             self._dead += 1
 
+    def _drop_record(self, key: int, raw: list[bytes], index: int) -> None:
+        """Move one undecodable record to the dead letters by rewriting its segment without it."""
+        letter = DeadLetter(reason="unreadable_record", detail="a buffered record could not be decoded",
+                            topic="", route="", payload=raw[index], received_at_s=0.0, dead_at_s=0.0)
+        rest = raw[:index] + raw[index + 1:]
+        new_key = ((key >> _COUNT_BITS) << _COUNT_BITS) | len(rest)
+        db = self._db
+        with db.transact(retry=True):
+            db.push(letter.to_bytes(), prefix=_DLQ_PREFIX, retry=True)
+            db.delete(key, retry=True)
+            if rest:
+                db.set(new_key, b"".join(_LENGTH.pack(len(r)) + r for r in rest), retry=True)
+            if self._head_key == key:
+                if rest:
+                    db.set(_HEAD_KEY, f"{new_key}:{self._head_index}", retry=True)
+                else:
+                    db.delete(_HEAD_KEY, retry=True)
+        self._segment_cache.pop(key, None)
+        if self._head_key == key:
+            self._head_key = new_key if rest else None
+            self._head_index = self._head_index if rest else 0
+        with self._count_lock:
+            self._depth -= 1
+            self._dead += 1
+
+    def relax_sync_for_this_thread(self) -> None:
+        """Let this thread's commits skip the fsync (`synchronous=NORMAL` on its own SQLite connection only).
+
+        For the flusher: its commits only *remove* delivered records (and add the dead letters found among them).
+        After a power loss such a commit may roll back; the records then come back and are sent again, which the
+        API's upsert by eventId absorbs. The intake's commits, which hold data the broker no longer has, keep
+        `synchronous=FULL` (every other connection reads FULL from the settings table). A process crash loses
+        nothing either way: WAL commits survive it whatever the sync mode (reliability.md §2.2).
+        """
+        self._db.reset("sqlite_synchronous", 1, update=False)
+
     def peek(self, max_events: int, max_bytes: int) -> list[Record]:
         """The oldest undelivered records, in order, without removing them: at most `max_events`, about
         `max_bytes` (always at least one). Finish them with `complete`."""
         out: list[Record] = []
         total = 0
         for key in self._segment_keys():
-            records = self._segment(key)
+            raw = self._segment(key)
             start = self._head_index if key == self._head_key else 0
-            for record in records[start:]:
-                size = record.size_bytes()
-                if len(out) >= max_events or (out and total + size > max_bytes):
+            for index in range(start, len(raw)):
+                data = raw[index]
+                if len(out) >= max_events or (out and total + len(data) > max_bytes):
                     return out
-                out.append(record)
-                total += size
+                try:
+                    out.append(Record.from_bytes(data))
+                except (ValueError, KeyError, TypeError):
+                    # one bad record must not block the queue; it goes to the dead letters with its bytes
+                    log.exception("unreadable buffer record key=%d index=%d; moving it aside", key, index)
+                    self._drop_record(key, raw, index)
+                    return out
+                total += len(data)
             if len(out) >= max_events:
                 break
         return out
@@ -352,15 +399,71 @@ class DiskBuffer:
                 if isinstance(value, bytes):
                     yield key, DeadLetter.from_bytes(value)
 
+    # --- operations (status page, `mqtt-bridge dlq|export|status`) ----------------------------------------------
+
+    def oldest_received_at_s(self) -> float | None:
+        """When the oldest undelivered record was received (None when empty). Reads one record of one segment;
+        safe from another thread than the flusher's (a race only makes the answer one batch old)."""
+        for key in self._segment_keys():
+            value = self._db.get(key, retry=True)
+            if not isinstance(value, bytes):
+                return None
+            start = self._head_index if key == self._head_key else 0
+            offset = 0
+            try:
+                for _ in range(start):
+                    offset += _LENGTH.size + _LENGTH.unpack_from(value, offset)[0]
+                (length,) = _LENGTH.unpack_from(value, offset)
+                record = Record.from_bytes(value[offset + _LENGTH.size:offset + _LENGTH.size + length])
+            except (ValueError, KeyError, TypeError, struct.error):
+                return None
+            return record.received_at_s
+        return None
+
+    def dead_letter(self, key: str) -> DeadLetter | None:
+        """One dead letter by key (`dlq-…`), or None."""
+        if not key.startswith(_DLQ_PREFIX + "-"):
+            return None
+        value = self._db.get(key, retry=True)
+        return DeadLetter.from_bytes(value) if isinstance(value, bytes) else None
+
+    def delete_dead_letters(self, keys: list[str]) -> int:
+        """Delete dead letters by key, in one transaction; returns how many existed."""
+        db = self._db
+        removed = 0
+        with db.transact(retry=True):
+            for key in keys:
+                if key.startswith(_DLQ_PREFIX + "-"):
+                    removed += bool(db.delete(key, retry=True))
+        with self._count_lock:
+            self._dead -= removed
+        return removed
+
+    def requeue_dead_letters(self, items: list[tuple[str, list[Record]]]) -> None:
+        """Replay: append each dead letter's records to the queue and delete the dead letter, in one transaction."""
+        db = self._db
+        with db.transact(retry=True):  # diskcache transactions nest: append joins this one
+            self.append([record for _, records in items for record in records], [])
+            for key, _ in items:
+                db.delete(key, retry=True)
+        with self._count_lock:
+            self._dead -= len(items)
+
+
+def _split_raw(value: bytes) -> list[bytes]:
+    """Cut one segment into the bytes of its length-prefixed records."""
+    out = []
+    offset = 0
+    while offset < len(value):
+        (length,) = _LENGTH.unpack_from(value, offset)
+        offset += _LENGTH.size
+        if offset + length > len(value):
+            raise ValueError("truncated record in segment")
+        out.append(value[offset:offset + length])
+        offset += length
+    return out
+
 
 def _split_segment(value: bytes) -> list[Record]:
     """Decode the length-prefixed records of one segment."""
-    records = []
-    view = memoryview(value)
-    offset = 0
-    while offset < len(view):
-        (length,) = _LENGTH.unpack_from(view, offset)
-        offset += _LENGTH.size
-        records.append(Record.from_bytes(bytes(view[offset:offset + length])))
-        offset += length
-    return records
+    return [Record.from_bytes(data) for data in _split_raw(value)]

@@ -92,6 +92,7 @@ class Flusher:
         """Loop until the stop event: wait for a batch, deliver it. A batch in flight at stop is finished."""
         log.info("flusher started max_events=%d max_wait_s=%.3f", self._settings.max_events,
                  self._settings.max_wait_s)
+        self._buffer.relax_sync_for_this_thread()
         while not self._stop.is_set():
             try:
                 batch = self._next_batch()

@@ -46,6 +46,7 @@ class BenchSettings:
     modes: tuple[str, ...] = MODES
     max_wait_s: float = 0.5
     mosquitto: str = "mosquitto"
+    systems: tuple[str, ...] = SYSTEMS
 
 
 @dataclass
@@ -374,7 +375,8 @@ def run_bench(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
         try:
             for rep in range(settings.repetitions):
                 for mode in settings.modes:
-                    order = SYSTEMS if rep % 2 == 0 else tuple(reversed(SYSTEMS))
+                    chosen = tuple(s for s in SYSTEMS if s in settings.systems)
+                    order = chosen if rep % 2 == 0 else tuple(reversed(chosen))
                     for system in order:
                         result = _one(rig, settings, system, mode, rep)
                         results.append(result)

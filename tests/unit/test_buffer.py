@@ -127,3 +127,22 @@ def test_buffer_refuses_to_store_or_load_pickles(tmp_path: Path) -> None:
         assert buffer.source_id("h") is None
         buffer.remember_source_id("h", "ve-img-1")
         assert buffer.source_id("h") == "ve-img-1"
+
+
+def test_buffer_unreadable_record_is_moved_aside_and_the_rest_flows(tmp_path: Path) -> None:
+    """A record that no longer decodes goes to the dead letters; the records around it are still delivered."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        good = [_record(i).to_bytes() for i in range(3)]
+        bad = b"\x00\x00\x00\x05{bad}"
+        # commit three records, then replace the middle one by bytes that no longer decode
+        buffer.append([_record(i) for i in range(3)], [])
+        key = next(iter(buffer._segment_keys()))
+        segment = b"".join(len(r).to_bytes(4, "big") + r for r in [good[0], bad, good[2]])
+        buffer._db.set(key, segment)
+        first = buffer.peek(10, 2**20)
+        assert [r.event_id for r in first] == ["e0"]
+        assert buffer.dead_letter_count == 1
+        buffer.complete(len(first))
+        assert [r.event_id for r in buffer.peek(10, 2**20)] == ["e2"]
+        [(_, letter)] = list(buffer.dead_letters())
+        assert letter.reason == "unreadable_record" and letter.payload == bad
