@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: help demo test check lint typecheck unit it schema clean
+.PHONY: help demo test check lint typecheck unit it schema clean bench
 
 help:
 	@echo "make demo    run broker + emulator + bridge + simulated line (Ctrl-C stops)"
@@ -12,6 +12,7 @@ help:
 	@echo "make check   ruff + mypy only"
 	@echo "make unit    unit tests only;  make it   integration tests only"
 	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
+	@echo "make bench   benchmark the bridge against side-by-side baselines (needs Mosquitto; ~5 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +42,26 @@ unit: $(VENV)/.dev
 it: $(VENV)/.dev
 	$(BIN)/pytest -q tests/integration
 
+# the benchmark (needs Mosquitto): the bridge against a receive-only ceiling and a naive batcher, same run
+BENCH_FLAGS ?=
+bench: $(VENV)/.runtime
+	$(BIN)/mqtt-bridge bench --out tests/bench/results $(BENCH_FLAGS)
+
 schema: $(VENV)/.runtime
 	$(BIN)/mqtt-bridge schema > config/schema.json
 	$(BIN)/mqtt-bridge schema --message > config/message.schema.json
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache
+
+# --- container image (deploy/): wheels built here, installed in the image with --no-index ----------------------
+IMAGE ?= mqtt-vision-bridge:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: image image-test
+image: $(VENV)/.runtime
+	rm -rf build/wheels
+	$(BIN)/python -m pip wheel $(PIP_FLAGS) --wheel-dir build/wheels .
+	bash deploy/build-image.sh $(IMAGE)
+
+image-test: image $(VENV)/.dev
+	MQTT_BRIDGE_IMAGE=$(IMAGE) MQTT_BRIDGE_IMAGE_TEST=1 $(BIN)/pytest -q -m image tests/deploy

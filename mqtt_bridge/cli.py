@@ -1,7 +1,7 @@
 """The `mqtt-bridge` command: argument parsing, logging set-up, and named exit codes.
 
-Owns: the user-facing commands (run, check-config, schema, broker, emulator, demo, publish, dlq, status) and the
-mapping from errors to exit codes. Business logic lives in the modules it calls.
+Owns: the user-facing commands (run, check-config, schema, broker, emulator, demo, publish, dlq, status, decode) and
+the mapping from errors to exit codes. Business logic lives in the modules it calls.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -32,26 +32,21 @@ EXIT_BUFFER = 4       # the buffer directory is unusable, locked by another inst
 log = logging.getLogger("mqtt_bridge")
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+def _setup_logging(level: str, fmt: str = "text", config: BridgeConfig | None = None) -> None:
+    from mqtt_bridge.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(level, fmt, _secrets(config) if config is not None else ())
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("amqtt", "transitions", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _secrets(config: BridgeConfig) -> list[str]:
+    """The secret values of a config, for the log redaction filter (a missing secret file is skipped)."""
+    values = [config.health.token.get_secret_value() if config.health.token else ""]
+    for read in (config.api.api_key_value, config.mqtt.password_value):
+        try:
+            values.append(read() or "")
+        except ConfigError:
+            continue
+    return values
 
 
 def _print_config_errors(path: str, exc: ConfigError) -> None:
@@ -61,10 +56,12 @@ def _print_config_errors(path: str, exc: ConfigError) -> None:
 
 
 def _load(path: str) -> BridgeConfig:
-    from mqtt_bridge.routing import Router  # noqa: PLC0415 - keeps `--version` and `schema` light
+    from mqtt_bridge.receipts import compile_receipt_topics  # noqa: PLC0415 - keeps `--version` and `schema` light
+    from mqtt_bridge.routing import Router  # noqa: PLC0415
 
     config = load_config(Path(path))
     Router(list(config.routes))  # template errors are config errors too
+    compile_receipt_topics(config.routes)
     return config
 
 
@@ -76,9 +73,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
-    _setup_logging(args.log_level or config.logging.level, config.logging.format)
+    _setup_logging(args.log_level or config.logging.level, config.logging.format, config)
     try:
-        return Service(config).run()
+        return Service(config, allow_missing_use_cases=args.allow_missing_use_cases).run()
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
     except BufferError_ as exc:
         log.error("buffer unusable: %s", exc)
         return EXIT_BUFFER
@@ -191,35 +191,164 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_dlq(args: argparse.Namespace) -> int:
-    from mqtt_bridge.buffer import DiskBuffer  # noqa: PLC0415
+def _ops(args: argparse.Namespace, action: Callable[[BridgeConfig], int]) -> int:
+    """Load the config, run a tool, and map its errors to exit codes."""
+    from mqtt_bridge.errors import ApiError, AuthApiError  # noqa: PLC0415
+    from mqtt_bridge.tools import UsageError  # noqa: PLC0415
 
     try:
         config = _load(args.config)
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
-    buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
     try:
-        buffer.open()
+        return action(config)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
     except BufferLocked:
-        print("the bridge is running on this buffer; stop it to inspect the dead letters", file=sys.stderr)
+        print("the bridge is running on this buffer; stop it first (the broker keeps new messages meanwhile)",
+              file=sys.stderr)
         return EXIT_BUFFER
     except BufferError_ as exc:
         print(f"buffer unusable: {exc}", file=sys.stderr)
         return EXIT_BUFFER
+    except AuthApiError as exc:
+        print(f"the API refused the key: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ApiError as exc:
+        print(f"the API did not answer as expected: {exc} {exc.body[:300]}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _selection(args: argparse.Namespace) -> object:
+    from mqtt_bridge.tools import DeadLetterFilter, parse_when  # noqa: PLC0415
+
+    return DeadLetterFilter(reason=args.reason, route=args.route,
+                            since_s=parse_when(args.since) if args.since else None,
+                            until_s=parse_when(args.until) if args.until else None, keys=tuple(args.keys or ()))
+
+
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    from mqtt_bridge import tools  # noqa: PLC0415
+
+    def action(config: BridgeConfig) -> int:
+        selection = _selection(args)
+        assert isinstance(selection, tools.DeadLetterFilter)
+        if args.action == "show" and len(selection.keys) != 1:
+            raise tools.UsageError("dlq show needs exactly one key (see `mqtt-bridge dlq list`)")
+        buffer = tools.open_buffer(config)
+        try:
+            if args.action == "list":
+                tools.dlq_list(buffer, selection, sys.stdout, as_json=args.json)
+            elif args.action == "show":
+                tools.dlq_show(buffer, selection.keys[0], sys.stdout,
+                               payload_to=Path(args.payload_out) if args.payload_out else None)
+            elif args.action == "replay":
+                result = tools.dlq_replay(buffer, config, selection)
+                failing = ", ".join(f"{k}: {v}" for k, v in sorted(result.still_failing.items())) or "none"
+                print(f"replayed {result.requeued} dead letter(s) as {result.events} event(s); "
+                      f"still failing (kept): {failing}" +
+                      (f"; not replayable: {dict(result.skipped)}" if result.skipped else ""))
+                return EXIT_OK if not result.still_failing else EXIT_FAILURE
+            else:
+                deleted = tools.dlq_purge(buffer, selection, purge_all=args.all, confirmed=args.yes)
+                print(f"purged {deleted} dead letter(s)")
+        finally:
+            buffer.close()
+        return EXIT_OK
+
+    return _ops(args, action)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mqtt_bridge import tools  # noqa: PLC0415
+
+    return _ops(args, lambda config: tools.status(config, sys.stdout, as_json=args.json))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mqtt_bridge import tools  # noqa: PLC0415
+
+    def action(config: BridgeConfig) -> int:
+        buffer = tools.open_buffer(config)
+        try:
+            result = tools.export_bundles(buffer, Path(args.out), route=args.route, limit=args.limit,
+                                          delete=args.delete)
+        finally:
+            buffer.close()
+        print(f"wrote {result.written} bundle(s) to {args.out}" +
+              (f"; {result.too_large} over 25 MiB skipped (nothing deleted)" if result.too_large else "") +
+              ("; exported events removed from the buffer" if args.delete and not result.too_large else ""))
+        return EXIT_OK if not result.too_large else EXIT_FAILURE
+
+    return _ops(args, action)
+
+
+def _cmd_use_cases(args: argparse.Namespace) -> int:
+    from mqtt_bridge import tools  # noqa: PLC0415
+
+    def action(config: BridgeConfig) -> int:
+        if args.action == "list":
+            tools.use_cases_list(config, sys.stdout, status_filter=args.status)
+        else:
+            if not args.name:
+                raise tools.UsageError("use-cases create needs a NAME")
+            tools.use_cases_create(config, args.name, sys.stdout)
+        return EXIT_OK
+
+    return _ops(args, action)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mqtt_bridge.bench.runner import BenchSettings, run_bench  # noqa: PLC0415
+
+    modes = tuple(args.modes.split(","))
     try:
-        shown = 0
-        for key, letter in buffer.dead_letters():
-            if args.reason and letter.reason != args.reason:
-                continue
-            shown += 1
-            print(f"{key}  {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(letter.dead_at_s))}Z  "
-                  f"reason={letter.reason}  route={letter.route or '-'}  topic={letter.topic}  "
-                  f"bytes={len(letter.payload)}  detail={letter.detail[:160]}")
-        print(f"{shown} dead letter(s); {buffer.depth} event(s) waiting for delivery")
-    finally:
-        buffer.close()
+        run_bench(BenchSettings(out_dir=Path(args.out), count=args.count, rate=args.rate,
+                                rate_seconds=args.rate_seconds, repetitions=args.repetitions, modes=modes,
+                                max_wait_s=args.max_wait_s))
+    except RuntimeError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from datetime import datetime  # noqa: PLC0415
+
+    from mqtt_bridge.dryrun import DryRun  # noqa: PLC0415
+    from mqtt_bridge.events import parse_timestamp  # noqa: PLC0415
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
+    now: datetime | None = None
+    if args.received_at:
+        now = parse_timestamp(args.received_at)
+        if now is None:
+            print(f"--received-at {args.received_at!r} is neither ISO 8601 nor a Unix time", file=sys.stderr)
+            return EXIT_CONFIG
+    files: list[str] = args.file or ["-"]
+    topics: list[str] = args.topic
+    if len(topics) not in (1, len(files)):
+        print("give one --topic, or one --topic per --file", file=sys.stderr)
+        return EXIT_CONFIG
+    dry_run = DryRun(list(config.routes), config.mqtt.max_payload_bytes, now=now)
+    outcomes = []
+    for index, name in enumerate(files):
+        try:
+            payload = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            print(f"cannot read {name}: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+        outcomes.append(dry_run.run(topics[index] if len(topics) > 1 else topics[0], payload))
+    print(json.dumps(outcomes[0] if len(outcomes) == 1 else outcomes, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
@@ -231,6 +360,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the bridge")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override logging.level")
+    p.add_argument("--allow-missing-use-cases", action="store_true",
+                   help="start even when a configured use case does not exist (warn instead of exit 2)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config; print it with secrets redacted")
@@ -275,11 +406,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
     p.set_defaults(func=_cmd_publish)
 
-    p = sub.add_parser("dlq", help="list dead letters in the buffer (bridge stopped)")
-    p.add_argument("action", choices=["list"])
+    p = sub.add_parser("bench", help="benchmark the bridge against side-by-side baselines (needs Mosquitto)")
+    p.add_argument("--out", default="bench-results", help="folder for the JSON and PNG results")
+    p.add_argument("--count", type=int, default=20_000, help="messages per drain/max run")
+    p.add_argument("--rate", type=float, default=500.0, help="messages per second in rate mode")
+    p.add_argument("--rate-seconds", type=float, default=10.0)
+    p.add_argument("--repetitions", type=int, default=3)
+    p.add_argument("--modes", default="drain,max,rate", help="comma-separated subset of drain,max,rate")
+    p.add_argument("--max-wait-s", type=float, default=0.5, help="the bridge's flush.max_wait_s")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("dlq", help="list, show, replay or purge dead letters (bridge stopped)")
+    p.add_argument("action", choices=["list", "show", "replay", "purge"])
+    p.add_argument("keys", nargs="*", metavar="KEY", help="dead letter keys (dlq-…); show takes exactly one")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--reason", help="only this reason")
+    p.add_argument("--route", help="only this route (its name, or its topic when unnamed)")
+    p.add_argument("--since", help="dead-lettered at or after: ISO 8601, Unix time, or an age like 2h, 7d")
+    p.add_argument("--until", help="dead-lettered before: ISO 8601, Unix time, or an age like 30m")
+    p.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    p.add_argument("--payload-out", help="show: write the raw payload to this file")
+    p.add_argument("--all", action="store_true", help="purge: every dead letter (no filter)")
+    p.add_argument("--yes", action="store_true", help="purge: really delete")
     p.set_defaults(func=_cmd_dlq)
+
+    p = sub.add_parser("status", help="one-screen summary from the running bridge, or from its buffer")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("export", help="write undelivered events as Vision Events bundles (.tar.gz, bridge stopped)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--out", "-o", required=True, help="directory for event_*.tar.gz")
+    p.add_argument("--route", help="only this route")
+    p.add_argument("--limit", type=int, help="at most this many events (oldest first)")
+    p.add_argument("--delete", action="store_true", help="remove the exported events from the buffer")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("use-cases", help="list or create use cases in the workspace")
+    p.add_argument("action", choices=["list", "create"])
+    p.add_argument("name", nargs="?", help="create: the new use case's name")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--status", choices=["active", "inactive"], default="active", help="list: which ones")
+    p.set_defaults(func=_cmd_use_cases)
+
+    p = sub.add_parser("decode", aliases=["dry-run"],
+                       help="print the Vision Events a message would become, sending nothing (no broker, buffer, API)")
+    p.add_argument("--config", "-c", required=True, help="YAML config file (its routes decide)")
+    p.add_argument("--topic", "-t", action="append", required=True,
+                   help="topic of the message; repeat it with --file for a sequence on several topics")
+    p.add_argument("--file", "-f", action="append",
+                   help="payload file (default: stdin); repeat for a sequence decoded in order, state kept")
+    p.add_argument("--received-at", help="pretend the messages arrived at this ISO 8601 / Unix time (also the "
+                                         "'now' of the API's one-year timestamp window)")
+    p.set_defaults(func=_cmd_decode)
     return parser
 
 

@@ -24,6 +24,17 @@ from pydantic import (
 
 from mqtt_bridge.errors import ConfigError
 from mqtt_bridge.events import EVENT_TYPES, MAX_PREDICTIONS_PER_LIST
+from mqtt_bridge.route_models import (
+    DeepStreamOptions,
+    FrigateOptions,
+    GenericMapping,
+    ImageSize,
+    InventoryCountRule,
+    QualityCheckRule,
+    SafetyAlertRule,
+    SparkplugOptions,
+    UltralyticsOptions,
+)
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -43,7 +54,8 @@ __all__ = [
 ]
 
 DEFAULT_API_URL = "https://api.roboflow.com"
-FORMATS = ("canonical", "roboflow")
+FORMATS = ("canonical", "roboflow", "generic", "deepstream", "frigate", "ultralytics", "sparkplug", "dlstreamer",
+           "auto")
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -101,6 +113,9 @@ class MqttConfig(_Model):
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
     max_payload_bytes: ByteSize = Field(4 * 2**20, description="Larger messages are dead-lettered unparsed.")
+    shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
+        "Subscribe as $share/<group>/<filter> so that replicas share the messages (each needs its own client_id "
+        "and buffer). Mosquitto 2, EMQX and HiveMQ support it."))
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
 
     @model_validator(mode="after")
@@ -172,6 +187,11 @@ class HealthConfig(_Model):
     enabled: bool = Field(True, description="Serve health endpoints.")
     host: str = Field("127.0.0.1", description="Bind address; keep it local unless a probe needs it.")
     port: int = Field(9100, ge=0, le=65535, description="Port; 0 picks a free one.")
+    token: SecretStr | None = Field(None, description=(
+        "If set, /metrics, the status page and its API need `Authorization: Bearer <token>` (or the page's login "
+        "cookie); /healthz and /readyz stay open but answer only their status. Never printed."))
+    trace_size: int = Field(10_000, ge=0, le=1_000_000, description=(
+        "Messages the status page can find by eventId or topic (kept in memory, newest first; 0 turns it off)."))
 
 
 class LoggingConfig(_Model):
@@ -187,7 +207,9 @@ class RouteConfig(_Model):
     topic: str = Field(..., min_length=1, max_length=1024, description=(
         "Topic template: {name} matches one level, {name*} (last) the rest; + and # are allowed unnamed."))
     name: str | None = Field(None, max_length=128, description="Route name in logs and metrics; the topic if unset.")
-    format: Literal["canonical", "roboflow"] = Field("canonical", description="Payload format of the messages.")
+    format: Literal[FORMATS] = Field("canonical", description=(  # type: ignore[valid-type]
+        "Payload format: canonical, roboflow, generic (needs `generic`), deepstream, frigate, ultralytics, "
+        "sparkplug (needs `sparkplug`), dlstreamer, or auto (detected per message; unknown_format otherwise)."))
     use_case: str = Field(..., min_length=1, max_length=256, description="useCaseId (template).")
     device_id: str | None = Field(None, max_length=256, description="deviceId template, e.g. '{line}-{camera}'.")
     stream_id: str | None = Field(None, max_length=256, description="streamId template.")
@@ -198,9 +220,47 @@ class RouteConfig(_Model):
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="customMetadata fields; string values are templates.")
     event_id_field: str | None = Field(None, description="Payload field holding the eventId (dotted path).")
-    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop detections below this confidence.")
+    receipt_topic: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^$+#\x00][^+#\x00]*$",
+                                      description=(
+        "Publish a delivery receipt {eventId, status, reason, sourceTopic} here (QoS 1) once the event is "
+        "delivered or dead-lettered. Template of topic levels and {topic}, e.g. '{topic}/receipt'."))
+    min_confidence: float = Field(0.0, ge=0, le=1, description=(
+        "Drop predictions (boxes and classifications) below this confidence."))
     max_predictions: int = Field(MAX_PREDICTIONS_PER_LIST, ge=0, le=MAX_PREDICTIONS_PER_LIST,
                                  description="Keep at most this many detections per event (highest confidence).")
+    classes: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(None, description=(
+        "Keep only predictions of these classes (case-sensitive); all when unset."))
+    confidence_scale: Literal["unit", "percent"] = Field("unit", description=(
+        "percent: the source sends confidences as 0..100 (divided by 100 before clamping to 0..1). Never guessed."))
+    debounce_s: float = Field(0.0, ge=0, le=86_400, description=(
+        "Per device, stream and class, send at most one event in this many seconds (0: every message). "
+        "Suppressed "
+        "messages are counted, not dead-lettered."))
+    image_size: ImageSize | None = Field(None, description=(
+        "Size of the images the boxes refer to when the payload does not say (normalized boxes need it)."))
+    generic: GenericMapping | None = Field(None, description="Field mapping of the generic format.")
+    deepstream: DeepStreamOptions = Field(default_factory=DeepStreamOptions, description="DeepStream options.")
+    frigate: FrigateOptions = Field(default_factory=FrigateOptions, description="Frigate options.")
+    ultralytics: UltralyticsOptions = Field(default_factory=UltralyticsOptions, description="Ultralytics options.")
+    sparkplug: SparkplugOptions | None = Field(None, description="Sparkplug B metric mapping.")
+    quality_check: QualityCheckRule | None = Field(None, description=(
+        "quality_check result rule; default: fail when there is any detection."))
+    safety_alert: SafetyAlertRule | None = Field(None, description=(
+        "safety_alert rule; default: the first detection's class is the alertType."))
+    inventory_count: InventoryCountRule | None = Field(None, description=(
+        "inventory_count rule; default: count every detection."))
+
+    @model_validator(mode="after")
+    def _format_sections(self) -> RouteConfig:
+        if self.format == "generic" and self.generic is None:
+            raise ValueError("format generic needs a `generic` section (detections_path, class_path, box, ...)")
+        if self.format == "sparkplug" and self.sparkplug is None:
+            raise ValueError("format sparkplug needs a `sparkplug` section with the metrics to map")
+        if self.sparkplug is not None and self.generic is None:
+            unmapped = [m.name for m in self.sparkplug.metrics if m.format == "generic" and m.generic is None]
+            if unmapped:
+                raise ValueError(f"sparkplug metrics {unmapped} need a `generic` mapping (on the metric or the route)")
+        return self
 
     @property
     def label(self) -> str:

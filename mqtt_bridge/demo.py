@@ -55,7 +55,8 @@ def _port_or_free(port: int) -> int:
 
 def _demo_config(path: Path, mqtt_port: int, api_url: str, buffer_dir: Path) -> BridgeConfig:
     config = load_config(path, env={"DEMO_MQTT_PORT": str(mqtt_port), "DEMO_BUFFER": str(buffer_dir),
-                                    "DEMO_API_PORT": api_url.rsplit(":", 1)[1]})
+                                    "DEMO_API_PORT": api_url.rsplit(":", 1)[1],
+                                    "DEMO_HEALTH_PORT": str(_port_or_free(9100))})
     return config
 
 
@@ -90,6 +91,7 @@ def run_demo(settings: DemoSettings) -> int:
             line_thread.start()
             print(f"\n  Vision Events emulator: {emulator.url}/   (events appear within seconds)\n"
                   f"  MQTT broker:            mqtt://127.0.0.1:{broker.port}\n"
+                  f"  Bridge status page:     http://127.0.0.1:{service.health_port}/status\n"
                   f"  Press Ctrl-C to stop.\n", flush=True)
             stop.wait(settings.duration_s)
             if service.stop_event.is_set():

@@ -502,6 +502,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, _Server)
         emulator = server.emulator
+        if emulator._server is not server:
+            # stopped (or restarted): a kept-alive connection must not outlive its server, or "API down" is a lie
+            self._reset()
+            return
         at_s = time.monotonic()
         split = urlsplit(self.path)
         length_text = self.headers.get("Content-Length", "0")

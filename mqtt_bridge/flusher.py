@@ -193,6 +193,8 @@ class Flusher:
                         continue
                     self._buffer.remember_source_id(image_hash, source_id)
                     self._stats.add("images_uploaded")
+                    if self._on_outcome is not None:
+                        self._on_outcome(record, "image_uploaded", "")
                 event = _with_source_id(event, source_id)
             out.append((index, event))
         return out

@@ -1,14 +1,17 @@
 """Image checks: which picture formats the Vision Events API takes, told from the bytes, never from a file name.
 
 Owns: format sniffing by magic bytes (JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC, AVIF; spec/vision-events-api.md §2.3)
-and the content hash that identifies an upload. Must not do network or file I/O.
+the pixel size read from the header, and the content hash that identifies an upload. Must not do network or file I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 
-__all__ = ["ACCEPTED_TYPES", "content_hash", "sniff_image_type"]
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["ACCEPTED_TYPES", "content_hash", "image_size", "sniff_image_type"]
 
 ACCEPTED_TYPES = ("jpeg", "png", "webp", "gif", "tiff", "bmp", "heic", "avif")
 _EXTENSIONS = {"jpeg": "jpg"}
@@ -46,3 +49,13 @@ def file_extension(image_type: str) -> str:
 def content_hash(data: bytes) -> str:
     """SHA-256 hex digest: the key under which an uploaded image's sourceId is remembered."""
     return hashlib.sha256(data).hexdigest()
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height in pixels, read from the image header; None when the bytes are not a readable image."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            width, height = picture.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None

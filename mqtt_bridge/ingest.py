@@ -1,8 +1,9 @@
 """Ingest: one MQTT message (topic bytes, payload bytes) → buffered records, or a dead letter with its reason.
 
-Owns: the order of checks on untrusted input (size cap before parsing, topic encoding, route, JSON, decoder, event
-rules), the deterministic `eventId`, and how a decoded message becomes a Vision Event body (per-type `eventData`
-defaults of design §7, route templates, confidence filter). Pure: no I/O, no threads, never raises on bad input.
+Owns: the order of checks on untrusted input (size cap before parsing, topic encoding, route, decoder, event
+rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the deterministic
+`eventId` of each event a message yields, the debounce state, and how a decoded message becomes a Vision Event body
+(route templates, the typing rules and filters of `rules`). Pure: no I/O, no threads, never raises on bad input.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-
-from mqtt_bridge.decode import Decoded, get_decoder
+from mqtt_bridge.decode import Decoded, Decoder, Message, build_decoder
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.events import (
     MAX_METADATA_VALUE_CHARS,
@@ -28,12 +28,16 @@ from mqtt_bridge.events import (
 )
 from mqtt_bridge.images import sniff_image_type
 from mqtt_bridge.routing import CompiledRoute, Router, ValueTemplate, lookup_path
+from mqtt_bridge.rules import Debouncer, event_classes, event_data_for, filter_predictions, located
 
-__all__ = ["EVENT_ID_NAMESPACE", "IMAGE_LABEL", "IngestResult", "Ingestor"]
+__all__ = ["EVENT_ID_NAMESPACE", "IMAGE_LABEL", "IngestResult", "Ingestor", "derive_event_id"]
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_NAMESPACE = uuid.UUID("6c1f3a4e-2b7d-5e8f-9a10-4b2c3d4e5f60")
+# further events of one message, and events keyed by an object id, hash in namespaces of their own
+_PART_NAMESPACE = uuid.UUID("0b6c9f1e-7d2a-5c3b-8e4f-1a2b3c4d5e6f")
+_KEY_NAMESPACE = uuid.UUID("9d8e7f6a-5b4c-5d3e-8f2a-1b0c9d8e7f6a")
 IMAGE_LABEL = "mqtt-vision-bridge"
 _DEFAULT_EVENT_TYPE = "quality_check"
 
@@ -46,12 +50,20 @@ class IngestResult:
     dead_letter: DeadLetter | None = None
     route: str = ""
     dropped_boxes: int = 0
+    suppressed: int = 0  # events held back by the route's debounce (counted, never dead-lettered)
+    # per record without an image for its boxes: the predictions the API cannot take (shown by dry runs only)
+    unattached: list[JsonDict] = field(default_factory=list)
 
 
-def _event_id(route: str, topic: str, payload: bytes) -> str:
+def derive_event_id(route: str, topic: str, payload: bytes) -> str:
     """UUIDv5 of route, topic and payload bytes: a redelivered message gets the same id, so the API overwrites."""
     digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + route.encode() + b"\n" + topic.encode() + b"\n" + payload,
                           usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def _uuid5(namespace: uuid.UUID, *parts: bytes) -> str:
+    digest = hashlib.sha1(namespace.bytes + b"\n".join(parts), usedforsecurity=False).digest()
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
@@ -63,29 +75,29 @@ def _render_fields(fields: dict[str, ValueTemplate | str | int | float | bool], 
     return out
 
 
-def _default_event_data(event_type: str, decoded: Decoded) -> JsonDict | None:
-    """Per-type `eventData` when neither route nor payload says otherwise; None means "no event" (design §7)."""
-    classes = [str(d["class"]) for d in decoded.detections]
-    if event_type == "quality_check":
-        return {"result": "fail" if classes else "pass"}
-    if event_type == "inventory_count":
-        data: JsonDict = {"itemCount": len(classes)}
-        if classes and len(set(classes)) == 1:
-            data["itemType"] = classes[0]
-        return data
-    if event_type == "safety_alert":
-        return {"alertType": classes[0]} if classes else None
-    if event_type == "custom":
-        return {"value": ",".join(dict.fromkeys(classes))[:MAX_METADATA_VALUE_CHARS] or "none"}
-    return {}
+def _prediction_lists(decoded: Decoded, *, with_classifications: bool = True) -> JsonDict:
+    """The non-empty prediction lists of an `images[]` entry, by their API names."""
+    lists: JsonDict = {}
+    for key, items in (("objectDetections", decoded.detections),
+                       ("instanceSegmentations", decoded.instance_segmentations),
+                       ("keypoints", decoded.keypoints),
+                       ("classifications", decoded.classifications if with_classifications else [])):
+        if items:
+            lists[key] = list(items)
+    return lists
 
 
 class Ingestor:
     """Turns raw messages into records. One instance per service; safe to call from one thread at a time."""
 
-    def __init__(self, router: Router, max_payload_bytes: int) -> None:
+    def __init__(self, router: Router, max_payload_bytes: int,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        """`clock` gives "now" for the API's timestamp window (tests and dry runs pin it)."""
         self._router = router
         self._max_payload_bytes = max_payload_bytes
+        self._clock = clock or (lambda: datetime.now(tz=UTC))
+        self._decoders: dict[int, Decoder] = {r.index: build_decoder(r.config.format, r.config) for r in router.routes}
+        self._debouncer = Debouncer()
 
     def process(self, topic: bytes, payload: bytes, received_at_s: float) -> IngestResult:
         """Decode one message. Never raises: every failure becomes a dead letter with a reason."""
@@ -113,51 +125,65 @@ class Ingestor:
 
     def _build(self, route: CompiledRoute, captures: dict[str, str], topic: str, payload: bytes,
                received_at_s: float) -> IngestResult:
-        try:
-            document: JsonValue = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError("invalid_json", str(exc)[:300]) from None
-        decoded = get_decoder(route.config.format)(document)
-        result = IngestResult(route=route.label, dropped_boxes=decoded.dropped_boxes)
-        event = self._event(route, captures, topic, payload, document, decoded, received_at_s)
-        if event is None:
-            return result
-        image = decoded.image
-        if image:
-            image_type = sniff_image_type(image)
-            if image_type is None:
+        message = Message(topic, payload, received_at_s)
+        results = self._decoders[route.index].decode(message)
+        outcome = IngestResult(route=route.label, dropped_boxes=sum(d.dropped_boxes for d in results))
+        now = self._clock()
+        for index, decoded in enumerate(results):
+            document = decoded.document if decoded.document is not None else message.json()
+            event = self._event(route, captures, message, document, decoded, index, len(results))
+            if event is None:
+                continue
+            if route.config.debounce_s > 0 and self._debouncer.is_suppressed(
+                    route.label, str(event.get("deviceId", "")), str(event.get("streamId", "")),
+                    event_classes(decoded), received_at_s, route.config.debounce_s):
+                outcome.suppressed += 1
+                continue
+            if decoded.image and sniff_image_type(decoded.image) is None:
                 raise DecodeError("bad_image", "image bytes are not JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC or AVIF")
-        problems = event_problems(event, datetime.now(tz=UTC))
-        if problems:
-            raise DecodeError("invalid_event", "; ".join(problems)[:1000])
-        result.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,
-                                     image=image, image_name=decoded.image_name))
-        return result
+            problems = event_problems(event, now)
+            if problems:
+                raise DecodeError("invalid_event", "; ".join(problems)[:1000])
+            outcome.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,
+                                          image=decoded.image, image_name=decoded.image_name))
+            if not (decoded.image and decoded.boxes_fit_image):
+                lists = _prediction_lists(decoded, with_classifications=not decoded.image)
+                if lists:
+                    outcome.unattached.append({"eventId": event["eventId"], **lists})
+        return outcome
 
-    def _event(self, route: CompiledRoute, captures: dict[str, str], topic: str, payload: bytes,
-               document: JsonValue, decoded: Decoded, received_at_s: float) -> JsonDict | None:
+    def _event_id(self, route: CompiledRoute, message: Message, document: JsonValue, decoded: Decoded, index: int,
+                  count: int) -> str:
+        """The eventId: the payload's own, a route's `event_id_field`, an object key, or UUIDv5 of the message."""
+        if decoded.event_id is not None:
+            return decoded.event_id
+        field_path = route.config.event_id_field
+        if field_path:
+            value = lookup_path(document, field_path)
+            if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
+                raise DecodeError("event_id_missing", f"payload field {field_path!r} holds no id")
+            return str(value) if index == 0 or count == 1 else f"{value}-{index}"
+        if decoded.key is not None:
+            return _uuid5(_KEY_NAMESPACE, route.label.encode(), decoded.key.encode())
+        if index == 0:
+            return derive_event_id(route.label, message.topic, message.payload)
+        return _uuid5(_PART_NAMESPACE, str(index).encode(), route.label.encode(), message.topic.encode(),
+                      message.payload)
+
+    def _event(self, route: CompiledRoute, captures: dict[str, str], message: Message, document: JsonValue,
+               decoded: Decoded, index: int, count: int) -> JsonDict | None:
         config = route.config
-        detections = [d for d in decoded.detections if float(d["confidence"] or 0) >= config.min_confidence]  # type: ignore[arg-type]
-        if len(detections) > config.max_predictions:
-            detections.sort(key=lambda d: float(d["confidence"] or 0), reverse=True)  # type: ignore[arg-type]
-            detections = detections[:config.max_predictions]
-        decoded.detections = detections
+        topic = message.topic
+        filter_predictions(decoded, config)
         event_type = decoded.event_type or config.event_type or _DEFAULT_EVENT_TYPE
-        event_data = _default_event_data(event_type, decoded)
+        event_data = event_data_for(event_type, decoded, config)
         route_data = _render_fields(route.event_data, captures, topic, document)
         if event_data is None and not route_data and not decoded.event_data:
             return None
         event_data = {**(event_data or {}), **route_data, **decoded.event_data}
-
-        event_id = decoded.event_id
-        if event_id is None and config.event_id_field:
-            value = lookup_path(document, config.event_id_field)
-            if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
-                raise DecodeError("event_id_missing", f"payload field {config.event_id_field!r} holds no id")
-            event_id = str(value)
-        stamp = decoded.timestamp or datetime.fromtimestamp(received_at_s, tz=UTC)
+        stamp = decoded.timestamp or datetime.fromtimestamp(message.received_at_s, tz=UTC)
         event: JsonDict = {
-            "eventId": event_id or _event_id(route.label, topic, payload),
+            "eventId": self._event_id(route, message, document, decoded, index, count),
             "eventType": event_type,
             "useCaseId": route.use_case.render(captures, topic, document),
             "timestamp": format_timestamp(stamp),
@@ -170,18 +196,20 @@ class Ingestor:
         if stream:
             event["streamId"] = stream
         metadata = {**_render_fields(route.metadata, captures, topic, document), **decoded.metadata}
+        boxes = located(decoded)
         if decoded.image:
             image: JsonDict = {"label": IMAGE_LABEL}
-            if detections:
-                image["objectDetections"] = list(detections)
-            if decoded.classifications:
+            if decoded.boxes_fit_image:
+                image.update(_prediction_lists(decoded))
+            elif decoded.classifications:
                 image["classifications"] = list(decoded.classifications)
             event["images"] = [image]
             event["displayImagePosition"] = 0
-        elif detections or decoded.classifications:
+        if (boxes and not (decoded.image and decoded.boxes_fit_image)) or (
+                decoded.classifications and not decoded.image):
             # The API attaches predictions to images only; without one, keep a summary (README "Events without images")
-            labels = [str(d["class"]) for d in (detections or decoded.classifications)]
-            metadata.setdefault("detections", len(detections))
+            labels = [str(d["class"]) for d in (boxes or decoded.classifications)]
+            metadata.setdefault("detections", len(boxes))
             metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])
         if metadata:
             event["customMetadata"] = metadata

@@ -19,13 +19,20 @@ from types import FrameType
 from mqtt_bridge.api import VisionEventsClient
 from mqtt_bridge.buffer import DiskBuffer
 from mqtt_bridge.config import BridgeConfig
+from mqtt_bridge.errors import ApiError, BufferError_, ConfigError
+from mqtt_bridge.events import DeadLetter, Record
 from mqtt_bridge.flusher import Flusher, FlushSettings
 from mqtt_bridge.health import HealthServer
 from mqtt_bridge.ingest import Ingestor
 from mqtt_bridge.intake import Intake
+from mqtt_bridge.metrics import BufferGauges, Metrics, TimedEventsApi
+from mqtt_bridge.receipts import Receipts
 from mqtt_bridge.routing import Router
 from mqtt_bridge.stats import Stats
-from mqtt_bridge.subscriber import Inbound, MqttSubscriber
+from mqtt_bridge.status_page import StatusReport
+from mqtt_bridge.subscriber import Inbound, MqttPublisher, MqttSubscriber
+from mqtt_bridge.trace import MessageTrace
+from mqtt_bridge.usecases import check_use_cases
 
 __all__ = ["Service", "ServiceState"]
 
@@ -51,9 +58,16 @@ class ServiceState:
 class Service:
     """One running bridge. `start()` then `wait()`; or `run()` for both plus signal handling."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False) -> None:
         self.config = config
         self.stats = Stats()
+        self.trace = MessageTrace(config.health.trace_size)
+        self.metrics = Metrics(self.stats, self.state, self._buffer_gauges)
+        self._allow_missing_use_cases = allow_missing_use_cases
+        self._receipts: Receipts | None = None
+        self._receipt_client: MqttPublisher | None = None
+        self._receipts_stop = threading.Event()
+        self._gauges = (0.0, BufferGauges(0, 0.0))
         self.stop_event = threading.Event()
         self._fatal: str | None = None
         self._router = Router(list(config.routes))
@@ -86,27 +100,45 @@ class Service:
         self.stop_event.set()
 
     def start(self) -> None:
-        """Open the buffer, then start flusher, intake and MQTT. Raises BufferError_ if the buffer is unusable."""
+        """Check the use cases, open the buffer, then start flusher, intake and MQTT.
+
+        Raises ConfigError when a configured use case does not exist (unless allowed), BufferError_ if the buffer
+        is unusable.
+        """
         config = self.config
+        self._check_use_cases()
         self._buffer.open()
         try:
             self._api = VisionEventsClient(config.api.base_url, config.api.api_key_value,
                                            config.api.connect_timeout_s, config.api.read_timeout_s)
+            if any(route.receipt_topic for route in config.routes):
+                self._receipt_client = MqttPublisher(config.mqtt, f"{config.mqtt.client_id}-receipts")
+                self._receipts = Receipts(config.routes, self._receipt_client, self.stats)
             self._flusher = Flusher(
-                self._buffer, self._api,
+                self._buffer, TimedEventsApi(self._api, self.stats),
                 FlushSettings(config.flush.max_events, config.flush.max_bytes, config.flush.max_wait_s,
                               config.api.retry_min_s, config.api.retry_max_s),
-                self.stats, self._flusher_stop, self._wake, on_auth_error=self._api.refresh_key)
+                self.stats, self._flusher_stop, self._wake, on_outcome=self._on_outcome,
+                on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
             self._subscriber = MqttSubscriber(config.mqtt, self._router.subscriptions(), self._offer, self.fail)
             self._intake = Intake(ingestor, self._buffer, self._subscriber.ack, self.stats, self.stop_event,
-                                  self._wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000))
+                                  self._wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000),
+                                  on_commit=self._on_commit)
         except Exception:
             self._buffer.close()
             raise
         if config.health.enabled:
-            self._health = HealthServer(config.health.host, config.health.port, self.state, self.stats)
+            report = StatusReport(self.stats, self.state, self._buffer_gauges, self.trace,
+                                  [route.label for route in self._router.routes], self._receipts is not None)
+            token = config.health.token.get_secret_value() if config.health.token else None
+            self._health = HealthServer(config.health.host, config.health.port, self.state,
+                                        metrics=self.metrics.render, report=report, token=token)
             self._health.start()
+        if self._receipts is not None and self._receipt_client is not None:
+            self._receipt_client.start_background(max_queued=10_000)
+            receipts = self._receipts
+            self._spawn("receipts", lambda: receipts.run(self._receipts_stop))
         self._spawn("flusher", self._flusher.run)
         self._spawn("intake", self._intake.run)
         self._subscriber.start()
@@ -116,6 +148,50 @@ class Service:
     def _offer(self, message: Inbound) -> None:
         assert self._intake is not None
         self._intake.offer(message)
+
+    def _check_use_cases(self) -> None:
+        """Every constant `use_case` must exist; an unreachable API only warns (the buffer keeps everything)."""
+        api = self.config.api
+        client = VisionEventsClient(api.base_url, api.api_key_value, min(api.connect_timeout_s, 3.0),
+                                    min(api.read_timeout_s, 5.0))
+        try:
+            result = check_use_cases(self.config.routes, client)
+        except ApiError as exc:
+            log.warning("use-case check skipped error=%r; starting anyway", str(exc))
+            return
+        finally:
+            client.close()
+        for where, message in result.archived:
+            log.warning("use-case check key=%s %s", where, message)
+        if result.missing and not self._allow_missing_use_cases:
+            raise ConfigError(result.missing)
+        for where, message in result.missing:
+            log.warning("use-case check key=%s %s; its events will be dead-lettered", where, message)
+
+    def _on_commit(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
+        """Intake committed a group: trace it; receipts for its dead letters."""
+        self.trace.on_commit(records, dead_letters)
+        if self._receipts is not None and dead_letters:
+            self._receipts.on_commit(records, dead_letters)
+
+    def _on_outcome(self, record: Record, status: str, reason: str) -> None:
+        """The flusher uploaded, delivered or dead-lettered a record: trace it; receipt when final."""
+        self.trace.on_outcome(record, status, reason)
+        if self._receipts is not None:
+            self._receipts.on_outcome(record, status, reason)
+
+    def _buffer_gauges(self) -> BufferGauges:
+        """Buffer bytes and oldest age for metrics and the status page (re-read at most once a second)."""
+        read_at, gauges = self._gauges
+        now = time.time()
+        if now - read_at >= 1.0:
+            try:
+                oldest = self._buffer.oldest_received_at_s()
+                gauges = BufferGauges(self._buffer.volume_bytes(), max(0.0, now - oldest) if oldest else 0.0)
+            except BufferError_:  # not open (before start or after shutdown)
+                gauges = BufferGauges(0, 0.0)
+            self._gauges = (now, gauges)
+        return gauges
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def body() -> None:
@@ -183,6 +259,12 @@ class Service:
                 thread.join(max(0.1, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.warning("flusher still busy at the deadline; its batch stays buffered")
+        self._receipts_stop.set()
+        for thread in self._threads:
+            if thread.name == "receipts":
+                thread.join(max(0.1, min(3.0, deadline - time.monotonic())))
+        if self._receipt_client is not None:
+            self._receipt_client.close()
         if self._api is not None:
             self._api.close()
         if self._health is not None:

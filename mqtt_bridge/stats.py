@@ -1,15 +1,31 @@
-"""In-process counters and gauges of the bridge (what the status line, /metrics and the tests read).
+"""In-process counters, gauges and latency histograms of the bridge (what the status line, /metrics, the status
+page and the tests read).
 
-Owns: thread-safe counting with labels. Must not know about HTTP or Prometheus formatting.
+Owns: thread-safe counting with labels. Must not know about HTTP or Prometheus formatting (`metrics.py` exports
+these values; the hot path only touches a lock and a dict here).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
+from dataclasses import dataclass
 
-__all__ = ["Stats"]
+__all__ = ["LATENCY_BUCKETS_S", "HistogramSnapshot", "Stats"]
+
+# Upper bounds (seconds) of the latency histogram buckets: from a local emulator (ms) to a slow upload (s).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """One histogram: non-cumulative counts per bucket of `LATENCY_BUCKETS_S` (+ one for +Inf), sum and count."""
+
+    counts: tuple[int, ...]
+    sum: float
+    count: int
 
 
 class Stats:
@@ -19,6 +35,7 @@ class Stats:
         self._lock = threading.Lock()
         self._counters: Counter[tuple[str, str]] = Counter()
         self._gauges: dict[str, float] = {}
+        self._histograms: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         self.started_at_s = time.time()
 
     def add(self, name: str, amount: int = 1, label: str = "") -> None:
@@ -42,6 +59,32 @@ class Stats:
         """Current value of a gauge."""
         with self._lock:
             return self._gauges.get(name, default)
+
+    def observe(self, name: str, value: float, label: str = "") -> None:
+        """Record one observation (e.g. a request duration in seconds) in histogram `name{label}`."""
+        index = bisect_left(LATENCY_BUCKETS_S, value)
+        with self._lock:
+            entry = self._histograms.get((name, label))
+            if entry is None:
+                entry = self._histograms[(name, label)] = ([0] * (len(LATENCY_BUCKETS_S) + 1), [0.0])
+            entry[0][index] += 1
+            entry[1][0] += value
+
+    def histograms(self) -> dict[tuple[str, str], HistogramSnapshot]:
+        """Every histogram by `(name, label)`."""
+        with self._lock:
+            return {key: HistogramSnapshot(tuple(counts), total[0], sum(counts))
+                    for key, (counts, total) in self._histograms.items()}
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        """Every counter by `(name, label)`."""
+        with self._lock:
+            return dict(self._counters)
+
+    def gauges(self) -> dict[str, float]:
+        """Every gauge by name."""
+        with self._lock:
+            return dict(self._gauges)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Every counter (by name, then label) and gauge, for status output."""

@@ -5,7 +5,8 @@ fixed client id, persistent session: v5 `clean_start=False` + session expiry + R
 `clean_session=False`; QoS 1; `manual_ack=True`; reconnect with backoff; subscribe on every connect), acks tagged
 with a connection generation so that an ack never lands on a newer session's packet id, a network thread we own
 (so that a watchdog can see it die), and `MqttPublisher`, the small QoS 1 publisher used by the publish helper and
-the demo line. No exception escapes a paho callback.
+the demo line, and (in the background, bounded, never blocking) delivery receipts. Shared subscriptions
+(`$share/<group>/<filter>`) when `mqtt.shared_group` is set. No exception escapes a paho callback.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class MqttSubscriber:
     def __init__(self, config: MqttConfig, subscriptions: list[str], on_message: Callable[[Inbound], None],
                  on_fatal: Callable[[str], None]) -> None:
         self._config = config
-        self._subscriptions = subscriptions
+        # MQTT 5 shared subscriptions spread the load over replicas, each with its own session and buffer
+        group = config.shared_group
+        self._subscriptions = [f"$share/{group}/{f}" for f in subscriptions] if group else list(subscriptions)
         self._on_message_cb = on_message
         self._on_fatal = on_fatal
         self._client = _new_client(config, config.client_id, manual_ack=True)
@@ -209,6 +212,7 @@ class MqttPublisher:
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
         self._client.max_inflight_messages_set(100)
+        self._last: paho.MQTTMessageInfo | None = None
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
@@ -241,3 +245,63 @@ class MqttPublisher:
         """Disconnect and stop the network loop."""
         self._client.disconnect()
         self._client.loop_stop()
+
+    # --- background use (delivery receipts): never blocks, bounded memory ----------------------------------------
+
+    def start_background(self, max_queued: int) -> None:
+        """Connect in the background and keep reconnecting; at most `max_queued` messages wait in memory."""
+        self._client.max_queued_messages_set(max_queued)
+        self._client.connect_async(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
+        self._client.loop_start()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the broker accepted the connection and it is still up."""
+        return bool(self._client.is_connected())
+
+    def publish_nowait(self, topic: str, payload: bytes) -> str:
+        """Queue a QoS 1 publish without waiting. Returns "" when accepted, else why not (`queue_full`, ...).
+
+        Accepted while disconnected: paho sends it after the reconnect (until its queue is full).
+        """
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+        except (ValueError, OSError) as exc:  # paho raises ValueError on an invalid topic
+            return f"error: {exc}"[:120]
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return "queue_full"
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            return f"rc_{int(info.rc)}"
+        self._last = info
+        return ""
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the last accepted publish was acknowledged (when connected); True when it was."""
+        last = self._last
+        if last is None or not self.is_connected:
+            return last is None
+        try:
+            last.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        return bool(last.is_published())
+
+    def subscribe(self, topic_filter: str, on_message: Callable[[str, bytes], None], timeout_s: float = 10.0) -> None:
+        """Subscribe (QoS 1) and call `on_message(topic, payload)` for each message; waits for the SUBACK."""
+        acked = threading.Event()
+
+        def on_subscribe(client: paho.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                         properties: Properties | None) -> None:
+            acked.set()
+
+        def deliver(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+            try:
+                on_message(message.topic, bytes(message.payload))
+            except Exception:  # nothing may escape a paho callback
+                log.exception("subscriber callback failed topic=%s", message.topic[:200])
+
+        self._client.on_subscribe = on_subscribe
+        self._client.message_callback_add(topic_filter, deliver)
+        result, _ = self._client.subscribe(topic_filter, qos=1)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or not acked.wait(timeout_s):
+            raise PublishError(f"no SUBACK for {topic_filter!r} within {timeout_s}s")

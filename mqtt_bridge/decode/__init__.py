@@ -1,8 +1,13 @@
 """Payload decoders: one module per format, registered here by name.
 
-Owns: the `Decoded` shape every decoder returns (detections as centre-x/y/width/height pixel boxes, classifications,
-and what the message says about time, type, device, ids and image), and the name → decoder registry. A decoder
-takes the parsed JSON document and raises `DecodeError` for anything it cannot use. Must not do I/O.
+Owns: the `Message` a decoder reads (topic, raw payload, JSON parsed on demand), the `Decoded` shape every decoder
+returns (detections as centre-x/y/width/height pixel boxes, classifications, segmentations, keypoints, and what the
+message says about time, type, device, ids and image), the `Decoder` contract and the name → decoder registry.
+
+A decoder turns one message into zero or more `Decoded` (Frigate: one per tracked object; Sparkplug: one per
+mapped metric) and raises `DecodeError`, never anything else, for what it cannot use. Decoders are built per route
+(`build_decoder`) and may keep state between messages (Sparkplug aliases, Frigate snapshots): the `Ingestor` owns
+them and calls them from one thread. Must not do I/O.
 """
 
 from __future__ import annotations
@@ -11,19 +16,40 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
+import orjson
+
+from mqtt_bridge.config import RouteConfig
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.events import JsonDict, JsonValue
 
-__all__ = ["DECODERS", "Decoded", "Decoder", "box", "clamp_confidence", "get_decoder"]
+__all__ = [
+    "DECODERS",
+    "Decoded",
+    "Decoder",
+    "Message",
+    "box",
+    "build_decoder",
+    "clamp_confidence",
+    "confidence_factor",
+]
 
 
 @dataclass(slots=True)
 class Decoded:
-    """What one message says, in Vision Event terms, before the route's templates are applied."""
+    """What one message (or one object or metric of it) says, in Vision Event terms, before the route's templates.
+
+    `key` is a stable id of the thing the event is about (a Frigate object id): the eventId is derived from it, so
+    later messages about the same thing overwrite one event. `document` is what `{payload.…}` templates read when
+    the payload is not JSON (Sparkplug). `boxes_fit_image` is False when the attached image is not the frame the
+    boxes refer to (a cropped snapshot): the image is then sent without boxes.
+    """
 
     detections: list[JsonDict] = field(default_factory=list)
     classifications: list[JsonDict] = field(default_factory=list)
+    instance_segmentations: list[JsonDict] = field(default_factory=list)
+    keypoints: list[JsonDict] = field(default_factory=list)
     timestamp: datetime | None = None
     event_type: str | None = None
     event_data: JsonDict = field(default_factory=dict)
@@ -31,17 +57,53 @@ class Decoded:
     device_id: str | None = None
     stream_id: str | None = None
     event_id: str | None = None
+    key: str | None = None
+    document: JsonValue = None
     image: bytes = b""
     image_name: str = ""
+    boxes_fit_image: bool = True
     dropped_boxes: int = 0
 
 
-Decoder = Callable[[JsonValue], Decoded]
+class Message:
+    """One received message as a decoder sees it: the topic, the raw payload, and the payload parsed as JSON."""
+
+    __slots__ = ("_document", "_is_parsed", "payload", "received_at_s", "topic")
+
+    def __init__(self, topic: str, payload: bytes, received_at_s: float = 0.0) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.received_at_s = received_at_s
+        self._document: JsonValue = None
+        self._is_parsed = False
+
+    def json(self) -> JsonValue:
+        """The payload parsed as JSON (once). Raises DecodeError `invalid_json`."""
+        if not self._is_parsed:
+            try:
+                self._document = orjson.loads(self.payload)
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError("invalid_json", str(exc)[:300]) from None
+            self._is_parsed = True
+        return self._document
+
+
+class Decoder(Protocol):
+    """Turns one message into zero or more `Decoded`; raises DecodeError (only) for what it cannot use."""
+
+    def decode(self, message: Message) -> list[Decoded]:
+        """Decode `message`."""
+        ...
 
 
 def clamp_confidence(value: float) -> float:
     """Clamp a confidence to [0, 1] (design §7: percentages need the route to say so, never guessed)."""
     return min(1.0, max(0.0, value))
+
+
+def confidence_factor(route: RouteConfig) -> float:
+    """What a source's confidences are multiplied by before clamping: 0.01 for `confidence_scale: percent`."""
+    return 0.01 if route.confidence_scale == "percent" else 1.0
 
 
 def box(label: str, x: float, y: float, width: float, height: float, confidence: float) -> JsonDict | None:
@@ -59,18 +121,36 @@ def box(label: str, x: float, y: float, width: float, height: float, confidence:
             "confidence": clamp_confidence(confidence)}
 
 
-def _registry() -> dict[str, Decoder]:
-    from mqtt_bridge.decode import canonical, roboflow  # noqa: PLC0415 - the decoders import this module
+def _registry() -> dict[str, Callable[[RouteConfig], Decoder]]:
+    from mqtt_bridge.decode import (  # noqa: PLC0415 - the decoders import this module
+        auto,
+        canonical,
+        deepstream,
+        dlstreamer,
+        frigate,
+        generic,
+        roboflow,
+        sparkplug,
+        ultralytics,
+    )
 
-    return {"canonical": canonical.decode, "roboflow": roboflow.decode}
+    return {
+        "canonical": canonical.CanonicalDecoder,
+        "roboflow": roboflow.RoboflowDecoder,
+        "generic": generic.GenericDecoder,
+        "deepstream": deepstream.DeepStreamDecoder,
+        "frigate": frigate.FrigateDecoder,
+        "ultralytics": ultralytics.UltralyticsDecoder,
+        "sparkplug": sparkplug.SparkplugDecoder,
+        "dlstreamer": dlstreamer.DlStreamerDecoder,
+        "auto": auto.AutoDecoder,
+    }
 
 
-DECODERS: tuple[str, ...] = ("canonical", "roboflow")
-_CACHE: dict[str, Decoder] = {}
+DECODERS: tuple[str, ...] = ("canonical", "roboflow", "generic", "deepstream", "frigate", "ultralytics", "sparkplug",
+                             "dlstreamer", "auto")
 
 
-def get_decoder(name: str) -> Decoder:
-    """Return the decoder registered under `name`. Raises KeyError for an unknown name."""
-    if not _CACHE:
-        _CACHE.update(_registry())
-    return _CACHE[name]
+def build_decoder(name: str, route: RouteConfig) -> Decoder:
+    """Build the decoder registered under `name` for `route` (its options and state). KeyError for an unknown name."""
+    return _registry()[name](route)

@@ -12,11 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqtt_bridge.decode import Decoded, box
+from mqtt_bridge.config import RouteConfig
+from mqtt_bridge.decode import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.events import EVENT_TYPES, JsonDict, JsonValue, parse_timestamp
 
-__all__ = ["CanonicalMessage", "decode"]
+__all__ = ["CanonicalDecoder", "CanonicalMessage", "decode"]
 
 SCHEMA_ID = "mqtt-vision-bridge/message/v1"
 _Str256 = Annotated[str, Field(min_length=1, max_length=256)]
@@ -83,8 +84,11 @@ def _image_bytes(image: Image) -> bytes:
         raise DecodeError("bad_image", "image.data is not valid base64") from exc
 
 
-def decode(document: JsonValue) -> Decoded:
-    """Translate a parsed canonical message. Raises DecodeError naming the first invalid field."""
+def decode(document: JsonValue, factor: float = 1.0) -> Decoded:
+    """Translate a parsed canonical message. Raises DecodeError naming the first invalid field.
+
+    `factor` scales confidences before clamping (0.01 for a route with `confidence_scale: percent`).
+    """
     try:
         message = CanonicalMessage.model_validate(document)
     except ValidationError as exc:
@@ -98,12 +102,12 @@ def decode(document: JsonValue) -> Decoded:
         if out.timestamp is None:
             raise DecodeError("bad_timestamp", "timestamp is neither ISO 8601 nor a Unix time")
     for det in message.detections:
-        item = box(det.class_, det.x, det.y, det.width, det.height, det.confidence)
+        item = box(det.class_, det.x, det.y, det.width, det.height, det.confidence * factor)
         if item is None:
             out.dropped_boxes += 1
         else:
             out.detections.append(item)
-    out.classifications = [{"class": c.class_, "confidence": min(1.0, max(0.0, c.confidence))}
+    out.classifications = [{"class": c.class_, "confidence": clamp_confidence(c.confidence * factor)}
                            for c in message.classifications]
     event_data: JsonDict = dict(message.event_data)
     out.event_data = event_data
@@ -113,3 +117,14 @@ def decode(document: JsonValue) -> Decoded:
         out.image = _image_bytes(message.image)
         out.image_name = message.image.name or ""
     return out
+
+
+class CanonicalDecoder:
+    """The canonical format as a route decoder: one message, one event."""
+
+    def __init__(self, route: RouteConfig) -> None:
+        self._factor = confidence_factor(route)
+
+    def decode(self, message: Message) -> list[Decoded]:
+        """Decode one canonical message."""
+        return [decode(message.json(), self._factor)]

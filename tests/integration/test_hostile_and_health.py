@@ -72,7 +72,7 @@ def test_health_endpoints_report_liveness_readiness_and_metrics(mosquitto: Mosqu
                    message="ready")
         with PahoClient(mosquitto, client_id="health-publisher").connect() as publisher:
             publisher.publish(VALID_TOPIC, detection_message(1))
-        wait_until(lambda: "mqtt_bridge_events_delivered 1\n" in http.get(f"{base}/metrics", timeout=5).text,
+        wait_until(lambda: "mqtt_bridge_events_delivered_total 1.0\n" in http.get(f"{base}/metrics", timeout=5).text,
                    timeout_s=10, message="delivery counted")
         metrics = http.get(f"{base}/metrics", timeout=5).text
         assert len(emulator.events()) == 1

@@ -17,6 +17,9 @@ OWNERS = {
     "diskcache": {"buffer"},
     "requests": {"api", "bench.baselines", "bench.runner"},
     "amqtt": {"broker"},
+    "prometheus_client": {"metrics"},
+    "selenium": set(),
+    "google.protobuf": {"decode.sparkplug_schema"},
     "yaml": {"config", "cli", "bench.runner"},
 }
 # modules at the bottom import nothing of ours but each other
