@@ -29,6 +29,7 @@ __all__ = [
     "Record",
     "event_problems",
     "format_timestamp",
+    "lookup_path",
     "parse_timestamp",
 ]
 
@@ -51,6 +52,21 @@ _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 _RECORD_VERSION = 1
 _HEADER_LEN = struct.Struct(">I")
+
+
+def lookup_path(document: JsonValue, path: str) -> JsonValue:
+    """Follow a dotted path (`a.b.0.c`; '' is the document itself) through objects and lists; None when missing."""
+    if not path:
+        return document
+    node = document
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def format_timestamp(moment: datetime) -> str:

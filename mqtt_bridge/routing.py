@@ -14,7 +14,7 @@ from typing import Final
 
 from mqtt_bridge.config import RouteConfig
 from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
-from mqtt_bridge.events import JsonValue
+from mqtt_bridge.events import JsonValue, lookup_path
 
 __all__ = ["CompiledRoute", "Router", "TopicTemplate", "ValueTemplate", "lookup_path"]
 
@@ -22,19 +22,6 @@ _NAME_RE: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\*)?\}$")
 _PLACEHOLDER_RE: Final = re.compile(r"\{([^{}]*)\}")
 _PATH_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _WILDCARD: Final = object()
-
-
-def lookup_path(payload: JsonValue, path: str) -> JsonValue:
-    """Follow a dotted path (`a.b.0.c`) through dicts and lists; None when any step is missing."""
-    node = payload
-    for part in path.split("."):
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 class TopicTemplate:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from mqtt_bridge.decode import Decoded, box
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue, parse_timestamp
+from mqtt_bridge.events import JsonDict, JsonValue, lookup_path, parse_timestamp
 
 __all__ = [
     "add_box",
@@ -35,17 +35,7 @@ _MAX_LABEL_CHARS = 256
 
 def lookup(document: JsonValue, path: str) -> JsonValue:
     """Follow a dotted path (`a.b.0.c`; '' is the document itself) through objects and lists; None when missing."""
-    if not path:
-        return document
-    node = document
-    for part in path.split("."):
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
+    return lookup_path(document, path)
 
 
 def number(value: JsonValue, where: str) -> float:
