@@ -45,6 +45,9 @@ MAX_EXTERNAL_ID_CHARS = 1000
 MAX_PREDICTIONS_PER_LIST = 1000
 PREDICTION_LISTS = ("objectDetections", "classifications", "instanceSegmentations", "keypoints")
 _METADATA_KEY_RE = re.compile(r"^[a-zA-Z0-9_ -]+$")
+_VALID_KEYS: set[str] = set()
+_YEAR = timedelta(days=365)
+_DAY = timedelta(days=1)
 _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
     "quality_check": {"result": ("pass", "fail")},
     "safety_alert": {"severity": ("low", "medium", "high")},
@@ -109,6 +112,17 @@ def _string_problem(event: JsonDict, key: str, limit: int, *, required: bool) ->
     return None
 
 
+def _is_valid_key(key: str) -> bool:
+    """A customMetadata key the API accepts. The same few keys come with every message: remember them."""
+    if key in _VALID_KEYS:
+        return True
+    if len(key) > MAX_METADATA_KEY_CHARS or not _METADATA_KEY_RE.match(key):
+        return False
+    if len(_VALID_KEYS) < 10_000:
+        _VALID_KEYS.add(key)
+    return True
+
+
 def _metadata_problems(metadata: JsonValue, where: str) -> list[str]:
     if not isinstance(metadata, dict):
         return [f"{where} must be an object"]
@@ -116,7 +130,7 @@ def _metadata_problems(metadata: JsonValue, where: str) -> list[str]:
     if len(metadata) > MAX_METADATA_KEYS:
         problems.append(f"{where} has {len(metadata)} keys, at most {MAX_METADATA_KEYS} are allowed")
     for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY_CHARS or not _METADATA_KEY_RE.match(key):
+        if not _is_valid_key(key):
             problems.append(f"{where} key {key[:40]!r} must match [a-zA-Z0-9_ -]+ and be at most 100 characters")
         if isinstance(value, str):
             if len(value) > MAX_METADATA_VALUE_CHARS:
@@ -191,7 +205,7 @@ def event_problems(event: JsonDict, now: datetime) -> list[str]:
     stamp = parse_timestamp(event.get("timestamp")) if isinstance(event.get("timestamp"), str) else None
     if stamp is None:
         problems.append("timestamp must be an ISO 8601 string")
-    elif not now - timedelta(days=365) <= stamp <= now + timedelta(days=1):
+    elif not now - _YEAR <= stamp <= now + _DAY:
         problems.append("timestamp must lie between one year ago and tomorrow")
     if "customMetadata" in event:
         problems.extend(_metadata_problems(event["customMetadata"], "customMetadata"))
