@@ -4,13 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: help demo test check lint typecheck unit it schema clean bench
+.PHONY: help demo test check lint typecheck unit it faults fuzz-atheris schema clean bench
 
 help:
 	@echo "make demo    run broker + emulator + bridge + simulated line (Ctrl-C stops)"
 	@echo "make test    ruff + mypy + the whole test suite"
 	@echo "make check   ruff + mypy only"
 	@echo "make unit    unit tests only;  make it   integration tests only"
+	@echo "make faults  the fault-injection suite alone, results into the README (ARGS=--soak: longer)"
+	@echo "make fuzz-atheris  coverage-guided fuzzing of decoders, ingest and config (optional; FUZZ_SECONDS=60)"
 	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
 	@echo "make bench   benchmark the bridge against side-by-side baselines (needs Mosquitto; ~5 min)"
 
@@ -41,6 +43,22 @@ unit: $(VENV)/.dev
 
 it: $(VENV)/.dev
 	$(BIN)/pytest -q tests/integration
+
+# the fault-injection suite alone (issue 6); it writes its results table into the README.
+# `make faults ARGS=--soak` runs it longer; `ARGS=--fault-seed=N` replays a run.
+ARGS ?=
+faults: $(VENV)/.dev
+	$(BIN)/pytest -q tests/faults --faults-results README.md $(ARGS)
+
+# optional coverage-guided fuzzing (atheris, if it installs here): FUZZ_SECONDS per target; crashes go to test-artifacts/
+FUZZ_SECONDS ?= 60
+fuzz-atheris: $(VENV)/.dev
+	$(BIN)/python -m pip install $(PIP_FLAGS) atheris
+	mkdir -p test-artifacts
+	for target in decoders ingest config; do \
+		$(BIN)/python -m tests.faults.fuzz_atheris $$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+			-artifact_prefix=test-artifacts/fuzz-$$target- || exit 1; \
+	done
 
 # the benchmark (needs Mosquitto): the bridge against a receive-only ceiling and a naive batcher, same run
 BENCH_FLAGS ?=

@@ -57,11 +57,13 @@ def _print_config_errors(path: str, exc: ConfigError) -> None:
 
 def _load(path: str) -> BridgeConfig:
     from mqtt_bridge.receipts import compile_receipt_topics  # noqa: PLC0415 - keeps `--version` and `schema` light
+    from mqtt_bridge.references import compile_image_references  # noqa: PLC0415
     from mqtt_bridge.routing import Router  # noqa: PLC0415
 
     config = load_config(Path(path))
     Router(list(config.routes))  # template errors are config errors too
     compile_receipt_topics(config.routes)
+    compile_image_references(list(config.routes))
     return config
 
 

@@ -25,15 +25,19 @@ from pydantic import (
 from mqtt_bridge.errors import ConfigError
 from mqtt_bridge.events import EVENT_TYPES, MAX_PREDICTIONS_PER_LIST
 from mqtt_bridge.route_models import (
+    CompanionImages,
     DeepStreamOptions,
+    FileReference,
     FrigateOptions,
     GenericMapping,
     ImageSize,
     InventoryCountRule,
     QualityCheckRule,
+    ResizeOptions,
     SafetyAlertRule,
     SparkplugOptions,
     UltralyticsOptions,
+    UrlReference,
 )
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "BufferConfig",
     "FlushConfig",
     "HealthConfig",
+    "ImageOptions",
     "LoggingConfig",
     "MqttConfig",
     "RouteConfig",
@@ -68,7 +73,10 @@ def _parse_size(value: object) -> object:
         match = _SIZE_RE.match(value)
         if not match:
             raise ValueError(f"{value!r} is not a size such as 512MiB, 2GiB or 1000000")
-        return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+        size = float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]
+        if not size < 2**63:  # also catches inf: int() of it would raise OverflowError, not a config error
+            raise ValueError(f"{value!r} is too large")
+        return int(size)
     return value
 
 
@@ -170,6 +178,10 @@ class BufferConfig(_Model):
     max_bytes: ByteSize = Field(2 * 2**30, description="High-water mark: stop acking the broker above it.")
     min_free_bytes: ByteSize = Field(64 * 2**20,
                                      description="Also stop acking when the filesystem has less free space than this.")
+    on_full: Literal["stop_acking", "drop_images"] = Field("stop_acking", description=(
+        "Over max_bytes: stop_acking holds everything back (the broker keeps it); drop_images keeps buffering "
+        "events without their images (noted as customMetadata.imageDropped, counted) until min_free_bytes stops "
+        "acking. A route's image.on_buffer_full overrides it. Events are never dropped."))
 
 
 class FlushConfig(_Model):
@@ -199,6 +211,39 @@ class LoggingConfig(_Model):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
     format: Literal["text", "json"] = Field("text", description="key=value text, or one JSON object per line.")
+
+
+class ImageOptions(_Model):
+    """Where a route's images come from, and the checks and changes every image of the route goes through.
+
+    An image the payload format itself carries (canonical `image.data`, a Workflows image output, a Sparkplug
+    Bytes metric, a Frigate snapshot) is used first; the reference below fills in when the message has none.
+    """
+
+    base64_path: Annotated[str, Field(max_length=256, pattern=r"^[^.\s]+(\.[^.\s]+)*$")] | None = Field(
+        None, description="Payload path of an inline base64 image (a data: URI prefix is accepted), any format.")
+    url: UrlReference | None = Field(None, description="Fetch the image from a URL the message names.")
+    file: FileReference | None = Field(None, description="Read the image from a file under allowed roots.")
+    companion: CompanionImages | None = Field(None, description="Raw image bytes on a topic of their own.")
+    max_bytes: ByteSize = Field(20 * 2**20, description=(
+        "Larger images are refused (image_rejected); a URL fetch stops reading there."))
+    max_pixels: int = Field(40_000_000, gt=0, le=1_000_000_000, description=(
+        "Images with more pixels (width x height, read from the header) are refused as image_rejected; "
+        "decompression bombs never get decoded."))
+    boxes_fit: bool = Field(True, description=(
+        "The referenced image is the frame the boxes refer to. false: it is a crop or thumbnail, sent without "
+        "boxes (they are summarised in customMetadata)."))
+    resize: ResizeOptions | None = Field(None, description=(
+        "Downscale (JPEG re-encode) before buffering; boxes are scaled to the new size. Default: sent as is."))
+    on_buffer_full: Literal["stop_acking", "drop_images"] | None = Field(None, description=(
+        "This route's choice over the buffer's high-water mark; default: buffer.on_full."))
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> ImageOptions:
+        given = [name for name in ("base64_path", "url", "file", "companion") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one image reference, not {' and '.join(given)}")
+        return self
 
 
 class RouteConfig(_Model):
@@ -249,6 +294,8 @@ class RouteConfig(_Model):
         "safety_alert rule; default: the first detection's class is the alertType."))
     inventory_count: InventoryCountRule | None = Field(None, description=(
         "inventory_count rule; default: count every detection."))
+    image: ImageOptions = Field(default_factory=ImageOptions, description=(
+        "Image references (inline base64 path, URL, file, companion topic), checks and resizing."))
 
     @model_validator(mode="after")
     def _format_sections(self) -> RouteConfig:
@@ -278,6 +325,15 @@ class BridgeConfig(_Model):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health and metrics server.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     routes: list[RouteConfig] = Field(..., min_length=1, description="Topic routes; the first match wins.")
+
+    @model_validator(mode="after")
+    def _parked_below_receive_maximum(self) -> BridgeConfig:
+        # parked detections and images are un-acked: if they filled the broker's window, no image could arrive
+        parked = sum(r.image.companion.max_parked for r in self.routes if r.image.companion is not None)
+        if parked and self.mqtt.protocol == "5" and 2 * parked > self.mqtt.receive_maximum:
+            raise ValueError(f"routes[].image.companion.max_parked add up to {parked}: keep them at most half of "
+                             f"mqtt.receive_maximum ({self.mqtt.receive_maximum})")
+        return self
 
 
 def _read_secret(path: Path, key: str) -> str:
@@ -327,7 +383,10 @@ def parse_config(raw: object, env: dict[str, str] | None = None, base_dir: Path 
     problems: list[tuple[str, str]] = []
     if not isinstance(raw, dict):
         raise ConfigError([("(top level)", "the file must hold a mapping of sections (mqtt, api, routes, ...)")])
-    data = _interpolate(raw, "", dict(os.environ) if env is None else env, problems)
+    try:
+        data = _interpolate(raw, "", dict(os.environ) if env is None else env, problems)
+    except RecursionError:  # a YAML alias that contains itself, or absurd nesting
+        raise ConfigError([("(top level)", "the document refers to itself or is nested too deeply")]) from None
     if problems:
         raise ConfigError(problems)
     try:
@@ -346,12 +405,16 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> BridgeConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("(file)", f"{path} is not UTF-8 text (byte {exc.start})")]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
         raise ConfigError([(where, f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except RecursionError:
+        raise ConfigError([("(file)", "invalid YAML: nested too deeply")]) from None
     return parse_config(raw, env)
 
 

@@ -1,6 +1,7 @@
 """`mqtt-bridge demo`: the whole product on embedded defaults, in one process, with no account and no broker.
 
 Owns: starting, in order, the embedded amqtt broker, the local Vision Events emulator (with the demo's use case),
+the simulated camera's snapshot server (`FrameServer` on 127.0.0.1, which the demo config allows explicitly),
 the bridge on `config/demo.yaml`, and the simulated line; printing the page to watch; and stopping all of it in
 reverse order on Ctrl-C, SIGTERM or after `duration_s`.
 """
@@ -21,7 +22,7 @@ from mqtt_bridge.config import BridgeConfig, load_config
 from mqtt_bridge.emulator import ALL_SCOPES, Emulator
 from mqtt_bridge.publish import Publisher
 from mqtt_bridge.service import Service
-from mqtt_bridge.simulator import SimulatedLine
+from mqtt_bridge.simulator import FrameServer, SimulatedLine
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -72,6 +73,7 @@ def run_demo(settings: DemoSettings) -> int:
     api_port = _port_or_free(settings.api_port)
     broker = EmbeddedBroker("127.0.0.1", mqtt_port)
     emulator = Emulator("127.0.0.1", api_port, api_keys={DEMO_API_KEY: ALL_SCOPES})
+    frames = FrameServer("127.0.0.1", 0)
     code = 1
     with tempfile.TemporaryDirectory(prefix="mqtt-bridge-demo-") as tmp:
         service: Service | None = None
@@ -79,6 +81,7 @@ def run_demo(settings: DemoSettings) -> int:
         try:
             broker.start()
             emulator.start()
+            frames.start()
             config = _demo_config(settings.config_path, broker.port, emulator.url, Path(tmp) / "buffer")
             for use_case in sorted({route.use_case for route in config.routes}):
                 emulator.add_use_case(f"Demo {use_case}", use_case)
@@ -86,7 +89,7 @@ def run_demo(settings: DemoSettings) -> int:
             service.start()
             publisher = Publisher("127.0.0.1", broker.port, client_id="demo-line")
             publisher.__enter__()
-            line = SimulatedLine(publisher, stop, interval_s=settings.interval_s)
+            line = SimulatedLine(publisher, stop, interval_s=settings.interval_s, frame_server=frames)
             line_thread = threading.Thread(target=line.run, name="demo-line")
             line_thread.start()
             print(f"\n  Vision Events emulator: {emulator.url}/   (events appear within seconds)\n"
@@ -103,6 +106,7 @@ def run_demo(settings: DemoSettings) -> int:
                 publisher.__exit__(None, None, None)
             if service is not None:
                 code = service.shutdown()
+            frames.stop()
             emulator.stop()
             broker.stop()
             for sig, handler in previous.items():

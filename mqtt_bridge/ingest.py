@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mqtt_bridge.attach import Attachment, ImageAttacher
 from mqtt_bridge.decode import Decoded, Decoder, Message, build_decoder
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.events import (
@@ -26,7 +27,6 @@ from mqtt_bridge.events import (
     event_problems,
     format_timestamp,
 )
-from mqtt_bridge.images import sniff_image_type
 from mqtt_bridge.routing import CompiledRoute, Router, ValueTemplate, lookup_path
 from mqtt_bridge.rules import Debouncer, event_classes, event_data_for, filter_predictions, located
 
@@ -97,10 +97,16 @@ class Ingestor:
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         self._decoders: dict[int, Decoder] = {r.index: build_decoder(r.config.format, r.config) for r in router.routes}
+        self._attachers = {r.index: ImageAttacher(r.config.image) for r in router.routes}
         self._debouncer = Debouncer()
 
-    def process(self, topic: bytes, payload: bytes, received_at_s: float) -> IngestResult:
-        """Decode one message. Never raises: every failure becomes a dead letter with a reason."""
+    def process(self, topic: bytes, payload: bytes, received_at_s: float,
+                attachment: Attachment | None = None) -> IngestResult:
+        """Decode one message. Never raises: every failure becomes a dead letter with a reason.
+
+        `attachment` is the image the message refers to, resolved before ingest (`references`: URL, file or
+        companion topic), or the reason it could not be.
+        """
         topic_text = topic.decode("utf-8", errors="replace")
         route_label = ""
         try:
@@ -113,7 +119,7 @@ class Ingestor:
             if len(payload) > self._max_payload_bytes:
                 raise DecodeError("payload_too_large",
                                   f"{len(payload)} bytes, the limit is {self._max_payload_bytes}")
-            return self._build(route, captures, topic_text, payload, received_at_s)
+            return self._build(route, captures, topic_text, payload, received_at_s, attachment)
         except DecodeError as exc:
             reason, detail = exc.reason, exc.detail
         except Exception as exc:
@@ -124,12 +130,18 @@ class Ingestor:
             received_at_s=received_at_s, dead_at_s=received_at_s))
 
     def _build(self, route: CompiledRoute, captures: dict[str, str], topic: str, payload: bytes,
-               received_at_s: float) -> IngestResult:
+               received_at_s: float, attachment: Attachment | None = None) -> IngestResult:
         message = Message(topic, payload, received_at_s)
+        attacher = self._attachers[route.index]
+        referenced = attacher.referenced(message, attachment)  # routes[].image (issue 4); None for most routes
+        if referenced is not None:
+            message.image = referenced.image
         results = self._decoders[route.index].decode(message)
         outcome = IngestResult(route=route.label, dropped_boxes=sum(d.dropped_boxes for d in results))
         now = self._clock()
         for index, decoded in enumerate(results):
+            if decoded.image or referenced is not None:
+                attacher.finish(decoded, referenced)  # checks (type, size, bombs), resize + box scaling
             document = decoded.document if decoded.document is not None else message.json()
             event = self._event(route, captures, message, document, decoded, index, len(results))
             if event is None:
@@ -139,8 +151,6 @@ class Ingestor:
                     event_classes(decoded), received_at_s, route.config.debounce_s):
                 outcome.suppressed += 1
                 continue
-            if decoded.image and sniff_image_type(decoded.image) is None:
-                raise DecodeError("bad_image", "image bytes are not JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC or AVIF")
             problems = event_problems(event, now)
             if problems:
                 raise DecodeError("invalid_event", "; ".join(problems)[:1000])

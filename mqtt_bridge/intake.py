@@ -2,8 +2,10 @@
 
 Owns: group commit (everything received while the previous commit was being fsynced goes into the next one, so
 one fsync covers many messages), the ack-after-commit rule, and backpressure: above the buffer's high-water mark
-it stops committing and acking, so the broker holds the rest (design §3). A commit that fails is retried; its
-messages are never acked before it succeeds. No exception escapes the loop.
+it stops committing and acking, so the broker holds the rest (design §3), unless every record of the group
+belongs to a route that sheds images first (`shedding`). A commit that fails is retried; its messages are never
+acked before it succeeds. No exception escapes the loop. A message that waited for its image (`references`:
+URL, file or companion topic) comes as `Resolved`, with the image attached for ingest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from mqtt_bridge.buffer import DiskBuffer
 from mqtt_bridge.events import DeadLetter, Record
 from mqtt_bridge.ingest import Ingestor
+from mqtt_bridge.references import Resolved
 from mqtt_bridge.stats import Stats
 from mqtt_bridge.subscriber import Inbound
 
@@ -36,8 +39,10 @@ class Intake:
 
     def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, ack: Callable[[Inbound], bool], stats: Stats,
                  stop: threading.Event, wake_flusher: threading.Event, max_pending: int,
-                 on_commit: Callable[[list[Record], list[DeadLetter]], None] | None = None) -> None:
+                 on_commit: Callable[[list[Record], list[DeadLetter]], None] | None = None,
+                 shed_images: Callable[[list[Record]], list[Record] | None] | None = None) -> None:
         self._ingestor = ingestor
+        self._shed_images = shed_images  # over the high-water mark: the group without images, or None to wait
         self._on_commit = on_commit  # status-page trace and receipts: one call per committed group, after the acks
         self._buffer = buffer
         self._ack = ack
@@ -46,6 +51,7 @@ class Intake:
         self._wake_flusher = wake_flusher
         self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
         self.is_backpressured = False
+        self.is_shedding_images = False
         self.is_writable = True
         self._next_high_water_check = 0.0
 
@@ -103,7 +109,8 @@ class Intake:
         dead: list[DeadLetter] = []
         received: Counter[str] = Counter()
         for message in group:
-            result = self._ingestor.process(message.topic, message.payload, message.received_at_s)
+            result = self._ingestor.process(message.topic, message.payload, message.received_at_s,
+                                            message.attachment if isinstance(message, Resolved) else None)
             received[result.route or "(none)"] += 1
             if result.dropped_boxes:
                 self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
@@ -117,7 +124,7 @@ class Intake:
             records.extend(result.records)
         for route, count in received.items():
             self._stats.add("messages_received", count, label=route)
-        self._wait_below_high_water()
+        records = self._wait_below_high_water(records)
         while True:
             try:
                 self._buffer.append(records, dead)
@@ -143,22 +150,29 @@ class Intake:
         """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a
         statvfs and a SQLite page count; a group or two more is far below any sensible reserve)."""
         now = time.monotonic()
-        if not self.is_backpressured and now < self._next_high_water_check:
+        if not self.is_backpressured and not self.is_shedding_images and now < self._next_high_water_check:
             return False
         self._next_high_water_check = now + _HIGH_WATER_CHECK_S
         return self._buffer.is_over_high_water()
 
-    def _wait_below_high_water(self) -> None:
-        """Hold the group (un-acked) while the buffer is over its high-water mark."""
+    def _wait_below_high_water(self, records: list[Record]) -> list[Record]:
+        """Hold the group (un-acked) while the buffer is over its high-water mark, unless its images can go."""
         while self._is_over_high_water():
+            if self._shed_images is not None:
+                shed = self._shed_images(records)
+                if shed is not None:
+                    self.is_shedding_images = True  # re-checked every group until below the mark
+                    return shed
             if not self.is_backpressured:
                 log.warning("buffer over its high-water mark depth=%d bytes=%d; no more acks until it drains",
                             self._buffer.depth, self._buffer.volume_bytes())
             self.is_backpressured = True
             self._stats.set("backpressure", 1)
             if self._stop.wait(0.5):
-                return
+                return records
+        self.is_shedding_images = False
         if self.is_backpressured:
             log.info("buffer below its high-water mark again; acking resumes")
         self.is_backpressured = False
         self._stats.set("backpressure", 0)
+        return records

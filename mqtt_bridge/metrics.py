@@ -45,10 +45,20 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "flusher_errors": ("", "Unexpected errors in the flusher loop (it retried)."),
     "intake_errors": ("", "Unexpected errors in the intake loop (it retried)."),
     "buffer_commit_errors": ("", "Failed buffer commits (retried; nothing was acked)."),
+    "image_references_resolved": ("route", "Images fetched from a URL or read from a file before buffering, by "
+                                           "route."),
+    "companion_images_paired": ("route", "Detections buffered with their companion-topic image, by route."),
+    "companion_images_missing": ("route", "Detections buffered without their companion-topic image (none came "
+                                          "within the window), by route."),
+    "companion_images_dropped": ("route", "Companion-topic images no detection claimed within the window "
+                                          "(dropped), by route."),
+    "images_shed": ("route", "Images dropped (events kept) while the buffer was over its high-water mark."),
 }
 # Stats gauge name -> (exported name, help).
 GAUGES: dict[str, tuple[str, str]] = {
     "backpressure": ("backpressure", "1 while the buffer is over its high-water mark and acks are held back."),
+    "images_parked": ("images_parked", "Messages held un-acked while their image is fetched or awaited on a "
+                                       "companion topic."),
     "last_delivery_time_seconds": ("last_delivery_timestamp_seconds",
                                    "Unix time of the last successful delivery (0 before the first)."),
 }

@@ -1,9 +1,10 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
-Owns: wiring (router, ingestor, buffer, API client, subscriber, intake, flusher), the one stop event, the
-watchdog (any thread that dies stops everything with a non-zero exit), signals, and the ordered shutdown:
-stop intake (commit and ack what was received) → disconnect MQTT (the session stays) → let the flusher finish
-the batch in flight → close the buffer. Nothing else in the package starts threads for the bridge.
+Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher), the one stop
+event, the watchdog (any thread that dies stops everything with a non-zero exit), signals, and the ordered
+shutdown: stop intake and the image-reference threads (commit and ack what was received; messages still waiting
+for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish the batch in flight →
+close the buffer. Nothing else in the package starts threads for the bridge.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from mqtt_bridge.ingest import Ingestor
 from mqtt_bridge.intake import Intake
 from mqtt_bridge.metrics import BufferGauges, Metrics, TimedEventsApi
 from mqtt_bridge.receipts import Receipts
+from mqtt_bridge.references import FETCH_WORKERS, ImageReferences, Resolved
 from mqtt_bridge.routing import Router
+from mqtt_bridge.shedding import ImageShedder
 from mqtt_bridge.stats import Stats
 from mqtt_bridge.status_page import StatusReport
 from mqtt_bridge.subscriber import Inbound, MqttPublisher, MqttSubscriber
@@ -77,6 +80,7 @@ class Service:
         self._api: VisionEventsClient | None = None
         self._subscriber: MqttSubscriber | None = None
         self._intake: Intake | None = None
+        self._references: ImageReferences | None = None  # only when a route has a url/file/companion image
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
         self._health: HealthServer | None = None
@@ -121,10 +125,19 @@ class Service:
                 self.stats, self._flusher_stop, self._wake, on_outcome=self._on_outcome,
                 on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
-            self._subscriber = MqttSubscriber(config.mqtt, self._router.subscriptions(), self._offer, self.fail)
-            self._intake = Intake(ingestor, self._buffer, self._subscriber.ack, self.stats, self.stop_event,
+            subscriptions = self._router.subscriptions()
+            if ImageReferences.is_needed(list(config.routes)):
+                self._references = ImageReferences(self._router, self._forward, self._ack_dropped, self.stats,
+                                                   self.stop_event, config.mqtt.max_payload_bytes)
+                subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
+            self._subscriber = MqttSubscriber(config.mqtt, subscriptions, self._offer, self.fail)
+            self._intake = Intake(ingestor, self._buffer,
+                                  self._subscriber.ack if self._references is None else self._ack_with_images,
+                                  self.stats, self.stop_event,
                                   self._wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000),
-                                  on_commit=self._on_commit)
+                                  on_commit=self._on_commit,
+                                  shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
+                                  else None)
         except Exception:
             self._buffer.close()
             raise
@@ -141,13 +154,39 @@ class Service:
             self._spawn("receipts", lambda: receipts.run(self._receipts_stop))
         self._spawn("flusher", self._flusher.run)
         self._spawn("intake", self._intake.run)
+        if self._references is not None:
+            self._spawn("image-timer", self._references.run_timer)
+            for index in range(FETCH_WORKERS if self._references.has_fetches else 0):
+                self._spawn(f"image-fetch-{index}", self._references.run_fetcher)
         self._subscriber.start()
         log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d", len(self._router.routes),
-                 ",".join(self._router.subscriptions()), config.buffer.path, self._buffer.depth)
+                 ",".join(subscriptions), config.buffer.path, self._buffer.depth)
 
     def _offer(self, message: Inbound) -> None:
+        if self._references is not None:
+            self._references.offer(message)  # parks it, fetches its image, or passes it on to the intake
+            return
         assert self._intake is not None
         self._intake.offer(message)
+
+    def _forward(self, message: Inbound) -> None:
+        """A message whose image reference was resolved (or that needs none) goes on to the intake."""
+        assert self._intake is not None
+        self._intake.offer(message)
+
+    def _ack_with_images(self, message: Inbound) -> bool:
+        """Ack after the commit; a detection's companion image messages are acked with it."""
+        assert self._subscriber is not None
+        acked = self._subscriber.ack(message)
+        if isinstance(message, Resolved):
+            for companion in message.companions:
+                self._subscriber.ack(companion)
+        return acked
+
+    def _ack_dropped(self, message: Inbound) -> bool:
+        """Ack a companion image that no detection claimed (dropped on purpose, counted)."""
+        assert self._subscriber is not None
+        return self._subscriber.ack(message)
 
     def _check_use_cases(self) -> None:
         """Every constant `use_case` must exist; an unreachable API only warns (the buffer keeps everything)."""
@@ -246,7 +285,7 @@ class Service:
         deadline = time.monotonic() + self.config.flush.shutdown_grace_s + 5.0
         log.info("shutdown: stopping intake")
         for thread in self._threads:
-            if thread.name == "intake":
+            if thread.name == "intake" or thread.name.startswith("image-"):
                 thread.join(max(0.1, deadline - time.monotonic()))
         if self._subscriber is not None:
             log.info("shutdown: disconnecting mqtt")

@@ -30,6 +30,7 @@ from mqtt_bridge.config import BridgeConfig
 from mqtt_bridge.errors import BridgeError, ConfigError
 from mqtt_bridge.events import DeadLetter, JsonDict, JsonValue, Record
 from mqtt_bridge.ingest import Ingestor
+from mqtt_bridge.references import ImageReferences, ReplayResolver
 from mqtt_bridge.routing import Router
 
 __all__ = [
@@ -199,14 +200,16 @@ class ReplayResult:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def _replayed_records(letter: DeadLetter, ingestor: Ingestor) -> tuple[list[Record], str]:
-    """The records a dead letter becomes now, or the reason it still fails."""
+def _replayed_records(letter: DeadLetter, ingestor: Ingestor,
+                      resolve: ReplayResolver | None = None) -> tuple[list[Record], str]:
+    """The records a dead letter becomes now, or the reason it still fails (a url/file image is fetched again)."""
     if letter.reason in API_REASONS:
         try:
             return [Record.from_bytes(letter.payload)], ""
         except (ValueError, KeyError, TypeError):
             return [], "unreadable_record"
-    result = ingestor.process(letter.topic.encode(), letter.payload, letter.received_at_s)
+    attachment = resolve(letter.topic, letter.payload) if resolve is not None else None
+    result = ingestor.process(letter.topic.encode(), letter.payload, letter.received_at_s, attachment)
     if result.dead_letter is not None:
         return [], result.dead_letter.reason
     return result.records, ""
@@ -216,6 +219,7 @@ def dlq_replay(buffer: DiskBuffer, config: BridgeConfig, selection: DeadLetterFi
                progress_stream: TextIO | None = None) -> ReplayResult:
     """Move the selected dead letters back into the queue (chunks of 200, one transaction each)."""
     ingestor = Ingestor(Router(list(config.routes)), config.mqtt.max_payload_bytes)
+    resolve = ReplayResolver(list(config.routes)) if ImageReferences.is_needed(list(config.routes)) else None
     selected = list(_selected(buffer, selection))
     result = ReplayResult()
     progress = Progress(len(selected), "replaying", progress_stream)
@@ -224,7 +228,7 @@ def dlq_replay(buffer: DiskBuffer, config: BridgeConfig, selection: DeadLetterFi
         if letter.reason in _NOT_REPLAYABLE:
             result.skipped[letter.reason] += 1
         else:
-            records, failure = _replayed_records(letter, ingestor)
+            records, failure = _replayed_records(letter, ingestor, resolve)
             if failure:
                 result.still_failing[failure] += 1
             else:

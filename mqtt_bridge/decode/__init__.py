@@ -66,14 +66,19 @@ class Decoded:
 
 
 class Message:
-    """One received message as a decoder sees it: the topic, the raw payload, and the payload parsed as JSON."""
+    """One received message as a decoder sees it: the topic, the raw payload, and the payload parsed as JSON.
 
-    __slots__ = ("_document", "_is_parsed", "payload", "received_at_s", "topic")
+    `image` is the route's referenced image (`routes[].image`: a URL, file, companion topic or base64 path),
+    when there is one: a decoder that needs the image size for normalized boxes may read it from there.
+    """
 
-    def __init__(self, topic: str, payload: bytes, received_at_s: float = 0.0) -> None:
+    __slots__ = ("_document", "_is_parsed", "image", "payload", "received_at_s", "topic")
+
+    def __init__(self, topic: str, payload: bytes, received_at_s: float = 0.0, image: bytes = b"") -> None:
         self.topic = topic
         self.payload = payload
         self.received_at_s = received_at_s
+        self.image = image
         self._document: JsonValue = None
         self._is_parsed = False
 

@@ -69,8 +69,11 @@ def _size(document: JsonValue, mapping: GenericMapping, default: ImageSize | Non
 
 
 def decode_mapped(document: JsonValue, mapping: GenericMapping, factor: float = 1.0,
-                  default_size: ImageSize | None = None) -> Decoded:
-    """Translate `document` by `mapping`. Raises DecodeError naming the field that does not fit."""
+                  default_size: ImageSize | None = None, referenced_image: bytes = b"") -> Decoded:
+    """Translate `document` by `mapping`. Raises DecodeError naming the field that does not fit.
+
+    `referenced_image` (the route's `image` reference) gives the size of normalized boxes when nothing else does.
+    """
     out = Decoded()
     if mapping.image_path:
         raw_image = lookup(document, mapping.image_path)
@@ -91,7 +94,7 @@ def decode_mapped(document: JsonValue, mapping: GenericMapping, factor: float = 
     box_mapping = mapping.box
     size: tuple[float, float] | None = None
     if box_mapping is not None and box_mapping.normalized:
-        size = _size(document, mapping, default_size, out.image)
+        size = _size(document, mapping, default_size, out.image or referenced_image)
     for index, item in enumerate(_items(document, mapping.detections_path)):
         where = f"{mapping.detections_path or '(document)'}[{index}]"
         label = text(lookup(item, mapping.class_path), f"{where}.{mapping.class_path}")
@@ -126,4 +129,4 @@ class GenericDecoder:
         """Decode one message with the route's `generic` mapping."""
         if self._mapping is None:
             raise DecodeError("unknown_format", "the route has no `generic` mapping for this payload")
-        return [decode_mapped(message.json(), self._mapping, self._factor, self._size)]
+        return [decode_mapped(message.json(), self._mapping, self._factor, self._size, message.image)]

@@ -148,7 +148,7 @@ def _value(message: Any, oneof: str = "value") -> RawValue:
         return None
     value = getattr(message, which)
     if which == "dataset_value":
-        return DataSetRaw(columns=tuple(value.columns), types=tuple(value.types),
+        return DataSetRaw(columns=tuple(_utf8(column) for column in value.columns), types=tuple(value.types),
                           rows=tuple(tuple(_value(cell) for cell in row.elements) for row in value.rows))
     if which == "template_value":
         return TemplateRaw(metrics=tuple(_metric(m) for m in value.metrics),
@@ -157,10 +157,17 @@ def _value(message: Any, oneof: str = "value") -> RawValue:
     return result
 
 
+def _utf8(text: str | bytes) -> str:
+    """A proto2 string field: protobuf does not check UTF-8 there and hands invalid text back as bytes."""
+    if isinstance(text, bytes):
+        raise DecodeError("invalid_message", "a Sparkplug name is not valid UTF-8")
+    return text
+
+
 def _metric(message: Any) -> MetricRaw:
     metadata = message.metadata if message.HasField("metadata") else None
     return MetricRaw(
-        name=message.name if message.HasField("name") else None,
+        name=_utf8(message.name) if message.HasField("name") else None,
         alias=message.alias if message.HasField("alias") else None,
         datatype=message.datatype if message.HasField("datatype") else None,
         timestamp_ms=message.timestamp if message.HasField("timestamp") else None,

@@ -60,10 +60,11 @@ class UltralyticsDecoder:
                     raise DecodeError("invalid_message", f"images[{index}] must be an object")
                 shape = entry.get("shape")
                 size = size_from(shape[1], shape[0]) if isinstance(shape, list) and len(shape) >= 2 else None
-                results.append(self._results(entry.get("results"), f"images[{index}].results", b"", size))
+                results.append(self._results(entry.get("results"), f"images[{index}].results", b"", size,
+                                             message.image))
             return results
         if isinstance(document, list):
-            return [self._results(document, "(list)", b"", None)]
+            return [self._results(document, "(list)", b"", None, message.image)]
         if not isinstance(document, dict):
             raise DecodeError("invalid_message", "an Ultralytics message must be a list of results or an object")
         key = next((k for k in _WRAPPER_KEYS if k in document), None)
@@ -72,14 +73,15 @@ class UltralyticsDecoder:
                               "no results list (a top-level list, or predictions/detections/results)")
         raw_image = document.get("image")
         image = base64_image(raw_image, "image") if isinstance(raw_image, str) else b""
-        return [self._results(document[key], key, image, None)]
+        return [self._results(document[key], key, image, None, message.image)]
 
-    def _results(self, items: JsonValue, where: str, image: bytes, size: tuple[float, float] | None) -> Decoded:
+    def _results(self, items: JsonValue, where: str, image: bytes, size: tuple[float, float] | None,
+                 referenced_image: bytes = b"") -> Decoded:
         if not isinstance(items, list):
             raise DecodeError("invalid_message", f"{where} must be a list")
         out = Decoded(image=image)
         if self._is_normalized:
-            read = image_size(image) if image else None
+            read = image_size(image or referenced_image) if image or referenced_image else None
             size = self._size or size or ((float(read[0]), float(read[1])) if read else None)
             if size is None:
                 raise DecodeError("bad_box", "normalized results need routes[].image_size (or an attached image)")
