@@ -158,7 +158,15 @@ class MqttSubscriber:
             self.connects += 1
             self.is_connected = True
             self.session_present = bool(flags.session_present)
-            log.info("mqtt connected session_present=%s generation=%d", flags.session_present, self._generation)
+            if flags.session_present or self._generation == 1:
+                log.info("mqtt connected session_present=%s generation=%d", flags.session_present,
+                         self._generation)
+            else:
+                # we had a session a moment ago: the broker lost it (restarted without persistence, expired it, or
+                # another client took our id); what was published meanwhile for us is gone at the broker
+                log.warning("mqtt reconnected without a session generation=%d; messages queued for this bridge "
+                            "at the broker may have been lost (broker restart without persistence, session expiry, "
+                            "or a second client with client_id=%s)", self._generation, self._config.client_id)
             if self._config.protocol == "5":
                 # retainHandling=1: retained messages only on a new subscription, not on every reconnect
                 options = SubscribeOptions(qos=1, retainHandling=1)
