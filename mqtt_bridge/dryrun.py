@@ -47,7 +47,8 @@ class DryRun:
     def __init__(self, routes: list[RouteConfig], max_payload_bytes: int, now: datetime | None = None) -> None:
         """`now` pins both the receive time of every message and the clock of the API's timestamp window."""
         self._now = now
-        self._ingestor = Ingestor(Router(routes), max_payload_bytes, clock=(lambda: now) if now else None)
+        self._ingestor = Ingestor(Router(routes), max_payload_bytes, clock=(lambda: now) if now else None,
+                                  collect_unattached=True)
 
     def run(self, topic: str, payload: bytes, received_at_s: float | None = None) -> JsonDict:
         """Decode one message and return its printable outcome."""

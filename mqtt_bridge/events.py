@@ -74,8 +74,8 @@ def lookup_path(document: JsonValue, path: str) -> JsonValue:
 
 def format_timestamp(moment: datetime) -> str:
     """Render an aware datetime as RFC 3339 UTC with milliseconds, e.g. `2024-01-15T10:30:00.000Z`."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is several times faster than strftime, and this runs once per message
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_timestamp(value: JsonValue) -> datetime | None:

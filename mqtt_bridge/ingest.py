@@ -91,8 +91,11 @@ class Ingestor:
     """Turns raw messages into records. One instance per service; safe to call from one thread at a time."""
 
     def __init__(self, router: Router, max_payload_bytes: int,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        """`clock` gives "now" for the API's timestamp window (tests and dry runs pin it)."""
+                 clock: Callable[[], datetime] | None = None, *, collect_unattached: bool = False) -> None:
+        """`clock` gives "now" for the API's timestamp window (tests and dry runs pin it). With
+        `collect_unattached`, results also list the predictions that had no image to go on (for dry runs; the
+        bridge itself does not need them, so it does not build them)."""
+        self._collect_unattached = collect_unattached
         self._router = router
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock or (lambda: datetime.now(tz=UTC))
@@ -156,7 +159,7 @@ class Ingestor:
                 raise DecodeError("invalid_event", "; ".join(problems)[:1000])
             outcome.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,
                                           image=decoded.image, image_name=decoded.image_name))
-            if not (decoded.image and decoded.boxes_fit_image):
+            if self._collect_unattached and not (decoded.image and decoded.boxes_fit_image):
                 lists = _prediction_lists(decoded, with_classifications=not decoded.image)
                 if lists:
                     outcome.unattached.append({"eventId": event["eventId"], **lists})

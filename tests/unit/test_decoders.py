@@ -163,7 +163,7 @@ def test_decoders_valid_messages_become_valid_events(name: str, strategy: st.Sea
     document = data.draw(strategy)
     items = document[key] if isinstance(document, dict) else document
     assert isinstance(items, list)
-    ingestor = Ingestor(Router([_route(name)]), 4 * 2**20, clock=lambda: NOW)
+    ingestor = Ingestor(Router([_route(name)]), 4 * 2**20, clock=lambda: NOW, collect_unattached=True)
     result = ingestor.process(b"t/x", orjson.dumps(document), RECEIVED_S)
     assert result.dead_letter is None, result.dead_letter
     [record] = result.records
