@@ -308,11 +308,19 @@ def _cmd_use_cases(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mqtt_bridge.bench.runner import BenchSettings, run_bench  # noqa: PLC0415
 
+    from mqtt_bridge.bench.runner import MODES, SYSTEMS  # noqa: PLC0415
+
     modes = tuple(args.modes.split(","))
+    systems = tuple(args.systems.split(","))
+    unknown = sorted((set(modes) - set(MODES)) | (set(systems) - set(SYSTEMS)))
+    if unknown:
+        print(f"unknown mode or system: {', '.join(unknown)} (modes: {', '.join(MODES)}; systems: "
+              f"{', '.join(SYSTEMS)})", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         run_bench(BenchSettings(out_dir=Path(args.out), count=args.count, rate=args.rate,
                                 rate_seconds=args.rate_seconds, repetitions=args.repetitions, modes=modes,
-                                max_wait_s=args.max_wait_s))
+                                max_wait_s=args.max_wait_s, systems=systems))
     except RuntimeError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -416,6 +424,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--modes", default="drain,max,rate", help="comma-separated subset of drain,max,rate")
     p.add_argument("--max-wait-s", type=float, default=0.5, help="the bridge's flush.max_wait_s")
+    p.add_argument("--systems", default="bridge,naive,receive-only",
+                   help="comma-separated subset of bridge,naive,receive-only")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("dlq", help="list, show, replay or purge dead letters (bridge stopped)")

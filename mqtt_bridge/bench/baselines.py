@@ -73,12 +73,16 @@ def main(argv: list[str] | None = None) -> None:
             done.set()
 
     def on_connect(client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        # "ready" before any message: with a resumed session the queued backlog follows the CONNACK at once
+        if not args.setup_only:
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
         client.subscribe(args.topic, qos=1)
 
     def on_subscribe(client: paho.Client, *rest: object) -> None:
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        if args.setup_only:
+        if args.setup_only:  # the session now holds the subscription: the backlog can be queued for us
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
             done.set()
 
     def sender() -> None:
