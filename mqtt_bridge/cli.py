@@ -306,9 +306,7 @@ def _cmd_use_cases(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mqtt_bridge.bench.runner import BenchSettings, run_bench  # noqa: PLC0415
-
-    from mqtt_bridge.bench.runner import MODES, SYSTEMS  # noqa: PLC0415
+    from mqtt_bridge.bench.runner import MODES, SYSTEMS, BenchSettings, run_bench  # noqa: PLC0415
 
     modes = tuple(args.modes.split(","))
     systems = tuple(args.systems.split(","))
