@@ -29,6 +29,8 @@ __all__ = ["Intake"]
 log = logging.getLogger(__name__)
 
 _MAX_GROUP = 1000
+_MAX_GROUP_BYTES = 8 * 2**20
+_MAX_QUEUED_BYTES = 32 * 2**20
 _RETRY_S = 1.0
 _HIGH_WATER_CHECK_S = 0.2
 _GATHER_S = 0.02
@@ -50,19 +52,33 @@ class Intake:
         self._stop = stop
         self._wake_flusher = wake_flusher
         self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
+        self._space = threading.Condition()
+        self._queued_bytes = 0
         self.is_backpressured = False
         self.is_shedding_images = False
         self.is_writable = True
         self._next_high_water_check = 0.0
 
     def offer(self, message: Inbound) -> None:
-        """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full."""
+        """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full,
+        in messages or in bytes: big images wait at the broker, not in this process's memory."""
+        size = len(message.payload)
+        with self._space:
+            while self._queued_bytes and self._queued_bytes + size > _MAX_QUEUED_BYTES and not self._stop.is_set():
+                self._space.wait(0.5)
+            self._queued_bytes += size
         while not self._stop.is_set():
             try:
                 self._queue.put(message, timeout=0.5)
                 return
             except queue.Full:
                 continue
+
+    def _release(self, group: list[Inbound]) -> None:
+        """The group is committed (or given up): its bytes no longer count against the queue."""
+        with self._space:
+            self._queued_bytes -= sum(len(message.payload) for message in group)
+            self._space.notify_all()
 
     def run(self) -> None:
         """Commit and ack groups of messages until stopped; then commit what is already queued."""
@@ -74,7 +90,10 @@ class Intake:
                     if self._stop.is_set():
                         break
                     continue
-                self._commit_and_ack(group)
+                try:
+                    self._commit_and_ack(group)
+                finally:
+                    self._release(group)
             except Exception:
                 log.exception("intake loop error")
                 self._stats.add("intake_errors")
@@ -88,20 +107,24 @@ class Intake:
         except queue.Empty:
             return []
         group = [first]
+        size = len(first.payload)
         # Gather for a few milliseconds: at low rates this lets one fsync cover several messages (an fsync costs
         # far more CPU than a message), at high rates the queue is full and the group fills without waiting.
+        # A group is also capped in bytes, so that messages with big images do not pile up in memory.
         deadline = time.monotonic() + _GATHER_S
-        while len(group) < _MAX_GROUP:
+        while len(group) < _MAX_GROUP and size < _MAX_GROUP_BYTES:
             try:
-                group.append(self._queue.get_nowait())
+                message = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     break
                 try:
-                    group.append(self._queue.get(timeout=remaining))
+                    message = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
+            group.append(message)
+            size += len(message.payload)
         return group
 
     def _commit_and_ack(self, group: list[Inbound]) -> None:
