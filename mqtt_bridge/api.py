@@ -103,6 +103,12 @@ class VisionEventsClient:
         message = f"{method} {path}: HTTP {status}"
         if status in (401, 403):
             raise AuthApiError(message, status, body)
+        if 300 <= status < 400:
+            # a redirect (e.g. http -> https, or a proxy) is a configuration problem, not a bad event: keep the
+            # data and report not ready, like a refused key, instead of dead-lettering every event
+            location = response.headers.get("Location", "")[:200]
+            raise AuthApiError(f"{message}: the API redirects to {location!r}; set api.base_url to the final URL",
+                               status, body)
         if status in (408, 425, 429) or status >= 500:
             raise RetryableApiError(message, status, body,
                                     retry_after_s=parse_retry_after(response.headers.get("Retry-After")))

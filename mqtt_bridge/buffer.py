@@ -235,6 +235,8 @@ class DiskBuffer:
         if isinstance(value, bytes):
             try:
                 raw = _split_raw(value)
+                if len(raw) != key & _MAX_SEGMENT_RECORDS:  # complete() counts by the key: they must agree
+                    raise ValueError(f"segment holds {len(raw)} records, its key says {key & _MAX_SEGMENT_RECORDS}")
             except (ValueError, struct.error):
                 log.exception("unreadable buffer segment key=%d; moving it to the dead letters", key)
                 self._quarantine(key, value)
@@ -442,10 +444,18 @@ class DiskBuffer:
     def requeue_dead_letters(self, items: list[tuple[str, list[Record]]]) -> None:
         """Replay: append each dead letter's records to the queue and delete the dead letter, in one transaction."""
         db = self._db
-        with db.transact(retry=True):  # diskcache transactions nest: append joins this one
-            self.append([record for _, records in items for record in records], [])
-            for key, _ in items:
-                db.delete(key, retry=True)
+        next_seq, depth = self._next_seq, self._depth
+        try:
+            with db.transact(retry=True):  # diskcache transactions nest: append joins this one
+                self.append([record for _, records in items for record in records], [])
+                for key, _ in items:
+                    db.delete(key, retry=True)
+        except BaseException:
+            # rolled back: so are append's in-memory counters (only `dlq replay` calls this, the bridge stopped)
+            self._next_seq = next_seq
+            with self._count_lock:
+                self._depth = depth
+            raise
         with self._count_lock:
             self._dead -= len(items)
 

@@ -40,7 +40,7 @@ TOO_MANY_PARKED = "too_many_parked"
 
 @dataclass(slots=True)
 class _Parked(Generic[M]):
-    message: M
+    message: M | None  # None once done: a finished entry may linger in `_order` behind an older one
     key: str
     deadline: float
     is_image: bool
@@ -82,7 +82,7 @@ class CompanionJoin(Generic[M]):
         outcome: JoinOutcome[M] = JoinOutcome()
         image = self._take(self._images, key)
         if image is not None:
-            outcome.paired.append((message, image.message))
+            outcome.paired.append((message, image))
         else:
             self._park(_Parked(message, key, now + self.window_s, is_image=False), outcome)
         return outcome
@@ -92,7 +92,7 @@ class CompanionJoin(Generic[M]):
         outcome: JoinOutcome[M] = JoinOutcome()
         detection = self._take(self._detections, key)
         if detection is not None:
-            outcome.paired.append((detection.message, message))
+            outcome.paired.append((detection, message))
         else:
             self._park(_Parked(message, key, now + self.window_s, is_image=True, size=size), outcome)
         return outcome
@@ -112,29 +112,34 @@ class CompanionJoin(Generic[M]):
             self._order.popleft()
         return self._order[0].deadline if self._order else None
 
-    def _take(self, table: dict[str, deque[_Parked[M]]], key: str) -> _Parked[M] | None:
+    def _take(self, table: dict[str, deque[_Parked[M]]], key: str) -> M | None:
         waiting = table.get(key)
         while waiting:
             entry = waiting.popleft()
             if not entry.is_done:
                 if not waiting:
                     del table[key]
-                self._forget(entry)
-                return entry
+                return self._forget(entry)
         table.pop(key, None)
         return None
 
-    def _forget(self, entry: _Parked[M]) -> None:
+    def _forget(self, entry: _Parked[M]) -> M:
+        """Mark done and hand back the message, dropping the entry's reference to it (an image can be big)."""
+        message = entry.message
+        assert message is not None
+        entry.message = None
         entry.is_done = True
         self.parked -= 1
         self.parked_bytes -= entry.size
+        return message
 
     def _park(self, entry: _Parked[M], outcome: JoinOutcome[M]) -> None:
         table = self._images if entry.is_image else self._detections
         waiting = table.setdefault(entry.key, deque())
         if self._supersedes is not None:
             for old in waiting:
-                if not old.is_done and self._supersedes(entry.message, old.message):
+                if not old.is_done and old.message is not None and entry.message is not None \
+                        and self._supersedes(entry.message, old.message):
                     self._forget(old)  # a redelivered copy: the old one is never released
         waiting.append(entry)
         self._order.append(entry)
@@ -146,7 +151,7 @@ class CompanionJoin(Generic[M]):
                 self._release(oldest, TOO_MANY_PARKED, outcome)
 
     def _release(self, entry: _Parked[M], why: str, outcome: JoinOutcome[M]) -> None:
-        self._forget(entry)
+        message = self._forget(entry)
         table = self._images if entry.is_image else self._detections
         waiting = table.get(entry.key)
         if waiting is not None:
@@ -155,6 +160,6 @@ class CompanionJoin(Generic[M]):
             if not waiting:
                 del table[entry.key]
         if entry.is_image:
-            outcome.dropped.append(entry.message)
+            outcome.dropped.append(message)
         else:
-            outcome.unpaired.append((entry.message, why))
+            outcome.unpaired.append((message, why))

@@ -524,11 +524,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             except Exception:  # a handler edge: answer 500 rather than drop the connection silently
                 logger.exception("emulator handler failed path=%s", request.path)
                 response = _error(500, "emulator internal error")
+        # record before answering: a client that has its answer must find its request in the log
+        emulator._record(request, 0 if response.is_reset else response.status, at_s)
         if response.is_reset:
             self._reset()
         else:
             self._send(response, is_closing=response.status == 411)
-        emulator._record(request, 0 if response.is_reset else response.status, at_s)
 
     def _send(self, response: _Response, *, is_closing: bool) -> None:
         try:

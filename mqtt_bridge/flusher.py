@@ -119,7 +119,8 @@ class Flusher:
             if not batch:
                 self._wake.wait(0.2)
                 continue
-            wait_s = batch[0].received_at_s + settings.max_wait_s - time.time()
+            # min(): a clock stepped backwards (NTP on a box without RTC) must not hold a batch for the jump
+            wait_s = min(batch[0].received_at_s + settings.max_wait_s - time.time(), settings.max_wait_s)
             if len(batch) >= settings.max_events or wait_s <= 0 or self._buffer.depth > len(batch):
                 return batch
             deadline = time.monotonic() + wait_s

@@ -91,7 +91,7 @@ class Intake:
                         break
                     continue
                 try:
-                    self._commit_and_ack(group)
+                    self._commit_until_done(group)
                 finally:
                     self._release(group)
             except Exception:
@@ -100,6 +100,21 @@ class Intake:
                 if self._stop.wait(_RETRY_S):
                     break
         log.info("intake stopped")
+
+    def _commit_until_done(self, group: list[Inbound]) -> None:
+        """Commit and ack the group, retrying the same group after an unexpected error: dropping it would leave
+        its messages un-acked, holding the broker's in-flight window until the next reconnect. If the bridge
+        stops first, they stay un-acked and the broker sends them again after the restart."""
+        while True:
+            try:
+                self._commit_and_ack(group)
+                return
+            except Exception:
+                log.exception("intake failed on a group of %d messages; retrying it (none of it is acked)",
+                              len(group))
+                self._stats.add("intake_errors")
+                if self._stop.wait(_RETRY_S):
+                    return
 
     def _take_group(self) -> list[Inbound]:
         try:

@@ -251,10 +251,12 @@ class Service:
         api_ok = bool(self._flusher and self._flusher.is_api_ready)
         writable = bool(self._intake and self._intake.is_writable)
         backpressured = bool(self._intake and self._intake.is_backpressured)
+        subscribed = bool(self._subscriber and self._subscriber.is_subscribed)
         return ServiceState(
             is_alive=alive and not self.stop_event.is_set(),
-            is_ready=alive and mqtt_ok and api_ok and writable and not backpressured,
-            mqtt_connected=mqtt_ok, mqtt_subscribed=bool(self._subscriber and self._subscriber.is_subscribed),
+            # ready once subscribed: connected but not yet subscribed, the broker would not keep our messages
+            is_ready=alive and mqtt_ok and subscribed and api_ok and writable and not backpressured,
+            mqtt_connected=mqtt_ok, mqtt_subscribed=subscribed,
             api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
             buffer_depth=self._buffer.depth, dead_letters=self._buffer.dead_letter_count,
             last_error=self._fatal or (self._flusher.last_error if self._flusher else ""),

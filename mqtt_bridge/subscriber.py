@@ -192,6 +192,8 @@ class MqttSubscriber:
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         try:
+            # acks of messages from the lost connection must not go out on the next one (its packet ids differ)
+            self._generation += 1
             self.is_connected = False
             self.is_subscribed = False
             if not self._stopping:

@@ -213,6 +213,8 @@ def test_logs_at_debug_never_contain_the_api_key_or_mqtt_password(mosquitto: Mos
     service = Service(parse_config(raw, env={}))
     service.start()
     try:
+        # publish only once subscribed: before that the broker has no session to keep the message for us
+        wait_until(lambda: service.state().mqtt_subscribed, timeout_s=15, message="bridge subscribed")
         with PahoClient(mosquitto, client_id="secret-publisher").connect() as publisher:
             publisher.publish(TOPIC, detection_message(1))
         wait_until(lambda: service.stats.count("api_retries", "401") >= 2, timeout_s=15, message="401 retries")

@@ -146,3 +146,20 @@ def test_buffer_unreadable_record_is_moved_aside_and_the_rest_flows(tmp_path: Pa
         assert [r.event_id for r in buffer.peek(10, 2**20)] == ["e2"]
         [(_, letter)] = list(buffer.dead_letters())
         assert letter.reason == "unreadable_record" and letter.payload == bad
+
+
+def test_buffer_segment_whose_count_disagrees_with_its_key_is_moved_aside(tmp_path: Path) -> None:
+    """complete() counts records by the key: a segment holding a different number is quarantined, not trusted."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        buffer.append([_record(i) for i in range(2)], [])
+        buffer.append([_record(i) for i in range(2, 4)], [])
+        first_key = next(iter(buffer._segment_keys()))
+        extra = _record(99).to_bytes()
+        segment = b"".join(len(r).to_bytes(4, "big") + r for r in [_record(0).to_bytes(), _record(1).to_bytes(),
+                                                                     extra])
+        buffer._db.set(first_key, segment)
+        batch = buffer.peek(10, 2**20)
+        assert [r.event_id for r in batch] == ["e2", "e3"]
+        assert [letter.reason for _, letter in buffer.dead_letters()] == ["unreadable_record"]
+        buffer.complete(len(batch))
+        assert buffer.depth == 0
