@@ -153,8 +153,17 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mqtt_bridge.demo import DemoSettings, run_demo  # noqa: PLC0415
 
-    return run_demo(DemoSettings(config_path=Path(args.config), mqtt_port=args.mqtt_port, api_port=args.api_port,
-                                 interval_s=args.interval_s, duration_s=args.duration_s))
+    if not Path(args.config).is_file():
+        # config/ ships with the source tree (make demo), not inside the wheel
+        print(f"demo config {args.config} not found: run the demo from a source checkout (`make demo`) or pass "
+              "--config FILE", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return run_demo(DemoSettings(config_path=Path(args.config), mqtt_port=args.mqtt_port,
+                                     api_port=args.api_port, interval_s=args.interval_s, duration_s=args.duration_s))
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:

@@ -67,3 +67,9 @@ def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+def test_cli_demo_without_its_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo` with a config that is not there says so and exits 2 instead of starting anything."""
+    assert main(["demo", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
+    assert "not found" in capsys.readouterr().err
