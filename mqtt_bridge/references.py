@@ -68,7 +68,7 @@ class Resolved(Inbound):
 
 def _resolved(message: Inbound, attachment: Attachment | None, companions: tuple[Inbound, ...] = ()) -> Resolved:
     return Resolved(message.topic, message.payload, message.mid, message.qos, message.generation,
-                    message.received_at_s, attachment, companions)
+                    message.received_at_s, message.retain, attachment, companions)
 
 
 class _Template:
@@ -323,6 +323,12 @@ class ImageReferences:
         image_topic = self._image_topic(topic)
         if image_topic is not None:  # joined whatever its size: the image checks at ingest judge it
             companion, image_captures = image_topic
+            if message.retain:
+                # a retained image (e.g. a "latest snapshot" topic) is replayed by the broker on every subscribe:
+                # it is an old picture and must not pair with the next fresh detection of its key
+                self._stats.add("companion_images_dropped", label=companion.label)
+                self._ack(message)
+                return True
             key = companion.image_key.render(image_captures, topic, None)
             self._settle(companion, message, key, is_image=True)
             return True

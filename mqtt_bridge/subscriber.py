@@ -42,6 +42,7 @@ class Inbound:
     qos: int
     generation: int
     received_at_s: float
+    retain: bool = False  # a retained message the broker replays on (re)subscribe, not a fresh publish
 
 
 class PublishError(Exception):
@@ -206,7 +207,7 @@ class MqttSubscriber:
             # paho decodes the topic lazily and raises on invalid UTF-8; keep the raw bytes (reliability.md §4)
             raw_topic: bytes = message._topic
             self._on_message_cb(Inbound(topic=raw_topic, payload=bytes(message.payload), mid=message.mid,
-                                        qos=message.qos, generation=self._generation,
+                                        qos=message.qos, generation=self._generation, retain=bool(message.retain),
                                         received_at_s=time.time()))
         except Exception as exc:
             log.exception("mqtt on_message failed mid=%s", message.mid)

@@ -47,9 +47,9 @@ class _Stage:
         self.acked.append(message)
         return True
 
-    def offer(self, topic: str, payload: bytes) -> Inbound:
+    def offer(self, topic: str, payload: bytes, *, retain: bool = False) -> Inbound:
         self.mid += 1
-        message = Inbound(topic.encode(), payload, self.mid, 1, 1, time.time())
+        message = Inbound(topic.encode(), payload, self.mid, 1, 1, time.time(), retain=retain)
         self.stage.offer(message)
         return message
 
@@ -107,6 +107,20 @@ def test_references_companion_window_releases_and_drops(stage: _Stage) -> None:
     assert stage.acked == [image]
     assert stage.stats.count("companion_images_missing", "cams") == 1
     assert stage.stats.count("companion_images_dropped", "cams") == 1
+
+
+def test_references_retained_companion_image_never_pairs(stage: _Stage) -> None:
+    """A retained image (replayed by the broker on subscribe) is acked and dropped; the detection waits for a
+    fresh one instead of getting an old picture."""
+    stale = stage.offer("f/L1/cam1/image/7", tiny_png(1), retain=True)
+    assert stage.acked == [stale] and stage.stage.parked == 0
+    assert stage.stats.count("companion_images_dropped", "cams") == 1
+    stage.offer("f/L1/cam1/detections", orjson.dumps({"frame": 7}))
+    assert stage.forwarded == [] and stage.stage.parked == 1
+    stage.offer("f/L1/cam1/image/7", tiny_png(7))
+    [paired] = stage.forwarded
+    assert isinstance(paired, Resolved) and paired.attachment is not None
+    assert paired.attachment.image == tiny_png(7)
 
 
 def test_references_detection_without_key_field_goes_on_without_image(stage: _Stage) -> None:
