@@ -229,16 +229,11 @@ class Record:
     image: bytes = b""
     image_name: str = ""
     extra: JsonDict = field(default_factory=dict)
-    stored_bytes: int = 0  # size in the buffer, when read back from it
 
     @property
     def event_id(self) -> str:
         """The event's id, chosen once at ingest."""
         return str(self.event["eventId"])
-
-    def size_bytes(self) -> int:
-        """About how many bytes this record adds to a batch request (its buffered size)."""
-        return self.stored_bytes or len(self.to_bytes())
 
     def to_bytes(self) -> bytes:
         """Serialise for the buffer: length-prefixed JSON header, then the raw image bytes."""
@@ -260,7 +255,7 @@ class Record:
         return cls(
             event=header["event"], route=header["route"], topic=header["topic"],
             received_at_s=float(header["received_at_s"]), image=bytes(data[_HEADER_LEN.size + length:]),
-            image_name=header.get("image_name", ""), extra=header.get("extra", {}), stored_bytes=len(data),
+            image_name=header.get("image_name", ""), extra=header.get("extra", {}),
         )
 
 

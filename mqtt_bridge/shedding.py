@@ -54,7 +54,7 @@ def _without_image(record: Record) -> Record:
             metadata.setdefault("classes", classes)
     if metadata:
         event["customMetadata"] = metadata
-    return dataclasses.replace(record, event=event, image=b"", image_name="", stored_bytes=0)
+    return dataclasses.replace(record, event=event, image=b"", image_name="")
 
 
 class ImageShedder:
