@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mqtt_bridge.cli import main
+from mqtt_bridge.cli.main import main
 
 raise SystemExit(main())

@@ -17,25 +17,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from mqtt_bridge.api import VisionEventsClient
-from mqtt_bridge.buffer import DiskBuffer
-from mqtt_bridge.config import BridgeConfig
+from mqtt_bridge.api.client import VisionEventsClient
+from mqtt_bridge.api.usecases import check_use_cases
+from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.errors import ApiError, BufferError_, ConfigError
-from mqtt_bridge.events import DeadLetter, Record
-from mqtt_bridge.flusher import Flusher, FlushSettings
-from mqtt_bridge.health import HealthServer
-from mqtt_bridge.ingest import Ingestor
-from mqtt_bridge.intake import Intake
-from mqtt_bridge.metrics import BufferGauges, Metrics, TimedEventsApi
-from mqtt_bridge.receipts import Receipts
-from mqtt_bridge.references import FETCH_WORKERS, ImageReferences, Resolved
-from mqtt_bridge.routing import Router
-from mqtt_bridge.shedding import ImageShedder
-from mqtt_bridge.stats import Stats
-from mqtt_bridge.status_page import StatusReport
-from mqtt_bridge.subscriber import Inbound, MqttPublisher, MqttSubscriber
-from mqtt_bridge.trace import MessageTrace
-from mqtt_bridge.usecases import check_use_cases
+from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences, Resolved
+from mqtt_bridge.images.shedding import ImageShedder
+from mqtt_bridge.model.inbound import Inbound
+from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.mqtt.publisher import MqttPublisher
+from mqtt_bridge.mqtt.subscriber import MqttSubscriber
+from mqtt_bridge.observe.health import HealthServer
+from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
+from mqtt_bridge.observe.receipts import Receipts
+from mqtt_bridge.observe.stats import Stats
+from mqtt_bridge.observe.status_page import StatusReport
+from mqtt_bridge.observe.trace import MessageTrace
+from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
+from mqtt_bridge.pipeline.receiver import Intake
+from mqtt_bridge.routing.router import Router
+from mqtt_bridge.storage.buffer import DiskBuffer
+from mqtt_bridge.transform.ingest import Ingestor
 
 __all__ = ["Service", "ServiceState"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.broker import EmbeddedBroker
-from mqtt_bridge.config import parse_config
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.devtools.broker import EmbeddedBroker
+from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.service import Service
 from tests.helpers import (
     BridgeFactory,

@@ -29,8 +29,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from PIL import Image
 
-from mqtt_bridge.emulator import Emulator
-from mqtt_bridge.publish import Detection, build_message
+from mqtt_bridge.devtools.emulator.server import Emulator
+from mqtt_bridge.sdk.publisher import Detection, build_message
 from mqtt_bridge.service import Service
 
 __all__ = [

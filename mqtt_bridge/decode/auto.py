@@ -11,21 +11,12 @@ decoder that ran is recorded as `customMetadata.decoder`. One decoder instance p
 
 from __future__ import annotations
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import (
-    Decoded,
-    Decoder,
-    Message,
-    build_decoder,
-    deepstream,
-    dlstreamer,
-    frigate,
-    sparkplug,
-    ultralytics,
-)
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode import deepstream, dlstreamer, frigate, sparkplug, ultralytics
+from mqtt_bridge.decode.base import Decoded, Decoder, DecoderFactory, Message
 from mqtt_bridge.decode.canonical import SCHEMA_ID, CanonicalMessage
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonValue
+from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["AutoDecoder", "detect_format"]
 
@@ -81,8 +72,9 @@ def detect_format(topic: str, payload: bytes, document: JsonValue, has_generic: 
 class AutoDecoder:
     """Detects the format of each message and hands it to that format's decoder."""
 
-    def __init__(self, route: RouteConfig) -> None:
+    def __init__(self, route: RouteConfig, build_decoder: DecoderFactory) -> None:
         self._route = route
+        self._build = build_decoder
         self._decoders: dict[str, Decoder] = {}
 
     def decode(self, message: Message) -> list[Decoded]:
@@ -99,7 +91,7 @@ class AutoDecoder:
             raise DecodeError("unknown_format", "a Sparkplug B message, but the route has no `sparkplug` mapping")
         decoder = self._decoders.get(name)
         if decoder is None:
-            decoder = self._decoders[name] = build_decoder(name, self._route)
+            decoder = self._decoders[name] = self._build(name, self._route)
         results = decoder.decode(message)
         for decoded in results:
             decoded.metadata.setdefault("decoder", name)

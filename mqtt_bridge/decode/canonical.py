@@ -12,10 +12,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, box, clamp_confidence, confidence_factor
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import EVENT_TYPES, JsonDict, JsonValue, parse_timestamp
+from mqtt_bridge.model.event import EVENT_TYPES
+from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = ["CanonicalDecoder", "CanonicalMessage", "decode"]
 

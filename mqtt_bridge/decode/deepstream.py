@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, confidence_factor
+from mqtt_bridge.config.format_options import DeepStreamOptions
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, optional_text, timestamp
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue
-from mqtt_bridge.route_models import DeepStreamOptions
+from mqtt_bridge.model.values import JsonDict, JsonValue
 
 __all__ = ["DeepStreamDecoder", "is_full", "is_minimal"]
 

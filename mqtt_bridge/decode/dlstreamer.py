@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, clamp_confidence, confidence_factor
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, size_from, text, timestamp
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonValue
+from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["DlStreamerDecoder", "is_frame", "stream_from_source"]
 

@@ -13,9 +13,9 @@ import binascii
 import math
 from datetime import datetime
 
-from mqtt_bridge.decode import Decoded, box
+from mqtt_bridge.decode.base import Decoded, box
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue, lookup_path, parse_timestamp
+from mqtt_bridge.model.values import JsonDict, JsonValue, lookup_path, parse_timestamp
 
 __all__ = [
     "add_box",

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, confidence_factor
+from mqtt_bridge.config.format_options import FrigateOptions
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, optional_text, text, timestamp
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue
-from mqtt_bridge.images import sniff_image_type
-from mqtt_bridge.route_models import FrigateOptions
+from mqtt_bridge.images.checks import sniff_image_type
+from mqtt_bridge.model.values import JsonDict, JsonValue
 
 __all__ = ["FrigateDecoder", "is_event", "is_snapshot"]
 

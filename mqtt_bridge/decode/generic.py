@@ -9,22 +9,13 @@ without a decoder of their own (spec §7-§8). Must not do I/O.
 
 from __future__ import annotations
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, clamp_confidence, confidence_factor
-from mqtt_bridge.decode.fields import (
-    add_box,
-    base64_image,
-    center_box,
-    lookup,
-    number,
-    size_from,
-    text,
-    timestamp,
-)
+from mqtt_bridge.config.format_options import GenericMapping, ImageSize
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, clamp_confidence, confidence_factor
+from mqtt_bridge.decode.fields import add_box, base64_image, center_box, lookup, number, size_from, text, timestamp
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonValue
-from mqtt_bridge.images import image_size
-from mqtt_bridge.route_models import GenericMapping, ImageSize
+from mqtt_bridge.images.checks import image_size
+from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["GenericDecoder", "decode_mapped"]
 

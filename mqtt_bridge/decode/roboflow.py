@@ -10,11 +10,11 @@ in pixels, so they pass through unchanged.
 
 from __future__ import annotations
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, box, clamp_confidence, confidence_factor
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import base64_image, optional_text
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue, parse_timestamp
+from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = ["RoboflowDecoder", "decode", "decode_document"]
 

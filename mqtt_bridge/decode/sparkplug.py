@@ -19,13 +19,13 @@ import math
 import struct
 from collections import OrderedDict
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Decoder, Message, build_decoder, confidence_factor
+from mqtt_bridge.config.format_options import SparkplugMetric, SparkplugOptions
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Decoder, DecoderFactory, Message, confidence_factor
 from mqtt_bridge.decode.generic import decode_mapped
 from mqtt_bridge.decode.sparkplug_schema import DataSetRaw, MetricRaw, RawValue, TemplateRaw, parse_payload
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonDict, JsonValue, parse_timestamp
-from mqtt_bridge.route_models import SparkplugMetric, SparkplugOptions
+from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = ["NAMESPACE", "SparkplugDecoder", "is_sparkplug_topic", "metric_value"]
 
@@ -109,8 +109,9 @@ def _json_safe(value: JsonValue | bytes) -> JsonValue:
 class SparkplugDecoder:
     """Sparkplug B as a route decoder; owns the alias tables of the edge nodes it has heard a BIRTH from."""
 
-    def __init__(self, route: RouteConfig) -> None:
+    def __init__(self, route: RouteConfig, build_decoder: DecoderFactory) -> None:
         self._route = route
+        self._build = build_decoder
         self._options: SparkplugOptions | None = route.sparkplug
         self._factor = confidence_factor(route)
         self._aliases: OrderedDict[tuple[str, str], dict[int, Alias]] = OrderedDict()
@@ -199,7 +200,7 @@ class SparkplugDecoder:
             raise DecodeError("invalid_message", f"metric {spec.name[:100]!r} must be a String holding JSON")
         decoder = self._nested.get(spec.format)
         if decoder is None:
-            decoder = self._nested[spec.format] = build_decoder(spec.format, self._route)
+            decoder = self._nested[spec.format] = self._build(spec.format, self._route)
         return decoder.decode(Message(message.topic, value.encode("utf-8"), message.received_at_s))
 
     def _events(self, values: dict[str, JsonValue | bytes], raw_metrics: dict[str, MetricRaw], timestamp_ms: int | None,

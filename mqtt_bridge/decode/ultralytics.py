@@ -10,12 +10,12 @@ label is `name`. Normalized output (`normalize=True`) is only assumed when the r
 
 from __future__ import annotations
 
-from mqtt_bridge.config import RouteConfig
-from mqtt_bridge.decode import Decoded, Message, box, clamp_confidence, confidence_factor
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import base64_image, number, optional_text, size_from, text
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.events import JsonValue
-from mqtt_bridge.images import image_size
+from mqtt_bridge.images.checks import image_size
+from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["UltralyticsDecoder", "is_results"]
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from mqtt_bridge.emulator import ALL_SCOPES, Emulator
+from mqtt_bridge.devtools.emulator.server import ALL_SCOPES, Emulator
 from tests.helpers import (
     MosquittoBroker,
     PahoClient,

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mqtt_bridge.cli import _parser
-from mqtt_bridge.config import BridgeConfig, parse_config
-from mqtt_bridge.receipts import compile_receipt_topics
-from mqtt_bridge.routing import Router
+from mqtt_bridge.cli.main import _parser
+from mqtt_bridge.config.bridge import BridgeConfig
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.observe.receipts import compile_receipt_topics
+from mqtt_bridge.routing.router import Router
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

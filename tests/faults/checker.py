@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mqtt_bridge.config import parse_config
-from mqtt_bridge.events import DeadLetter
-from mqtt_bridge.ingest import Ingestor
-from mqtt_bridge.routing import Router
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.model.record import DeadLetter
+from mqtt_bridge.routing.router import Router
+from mqtt_bridge.transform.ingest import Ingestor
 from tests.faults.ledger import Ledger, Outgoing
 
 __all__ = ["EventIdOracle", "Report", "assert_exactly_once", "check"]

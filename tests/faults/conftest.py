@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.devtools.emulator.server import Emulator
 from tests.faults.checker import EventIdOracle, Report, check
 from tests.faults.ledger import Ledger, Publisher
 from tests.faults.processes import FaultBridge

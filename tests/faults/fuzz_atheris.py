@@ -18,11 +18,12 @@ from pathlib import Path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]  # optional, untyped
 
 with atheris.instrument_imports(include=["mqtt_bridge"]):
-    from mqtt_bridge.config import load_config
-    from mqtt_bridge.decode import DECODERS, Message, build_decoder
+    from mqtt_bridge.config.load import load_config
+    from mqtt_bridge.decode.base import Message
+    from mqtt_bridge.decode.registry import DECODERS, build_decoder
     from mqtt_bridge.errors import ConfigError, DecodeError
-    from mqtt_bridge.ingest import Ingestor
-    from mqtt_bridge.routing import Router
+    from mqtt_bridge.routing.router import Router
+    from mqtt_bridge.transform.ingest import Ingestor
     from tests.faults import fuzzing
 
     # the registry imports the decoder modules on first use: do it here, so that they are instrumented too

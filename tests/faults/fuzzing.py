@@ -15,8 +15,10 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from mqtt_bridge.config import BridgeConfig, RouteConfig, parse_config
-from mqtt_bridge.decode import DECODERS
+from mqtt_bridge.config.bridge import BridgeConfig
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.decode.registry import DECODERS
 from mqtt_bridge.decode.sparkplug_schema import encode_payload
 
 __all__ = [

@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from PIL import Image
 
-from mqtt_bridge.publish import Detection, build_message
+from mqtt_bridge.sdk.publisher import Detection, build_message
 from tests.helpers import BrokerAddress, detection_message
 
 __all__ = ["Ledger", "Outgoing", "Publisher", "bulky_stream", "stream_topic", "valid_stream"]

@@ -20,8 +20,8 @@ from pathlib import Path
 import requests
 import yaml
 
-from mqtt_bridge.buffer import DiskBuffer
-from mqtt_bridge.events import DeadLetter, Record
+from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.storage.buffer import DiskBuffer
 from tests.helpers import BridgeProcess, BrokerAddress, bridge_config, free_port, wait_until
 
 __all__ = ["FaultBridge", "fill_filesystem", "small_filesystem"]

@@ -14,12 +14,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqtt_bridge.config import load_config, parse_config
-from mqtt_bridge.decode import DECODERS, Message, build_decoder
+from mqtt_bridge.config.load import load_config, parse_config
+from mqtt_bridge.decode.base import Message
+from mqtt_bridge.decode.registry import DECODERS, build_decoder
 from mqtt_bridge.decode.sparkplug_schema import encode_payload
 from mqtt_bridge.errors import ConfigError, DecodeError
-from mqtt_bridge.ingest import Ingestor
-from mqtt_bridge.routing import Router
+from mqtt_bridge.routing.router import Router
+from mqtt_bridge.transform.ingest import Ingestor
 from tests.faults import fuzzing
 from tests.helpers import is_ci
 

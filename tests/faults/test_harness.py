@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.events import DeadLetter
+from mqtt_bridge.model.record import DeadLetter
 from tests.faults.checker import EventIdOracle, check
 from tests.faults.ledger import Ledger, Outgoing, valid_stream
 from tests.faults.proxy import TcpProxy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.cli import EXIT_CONFIG, EXIT_OK, main
+from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqtt_bridge.broker import EmbeddedBroker
+from mqtt_bridge.devtools.broker import EmbeddedBroker
 from tests.helpers import BrokerAddress, MosquittoBroker, PahoClient, wait_until
 
 pytestmark = pytest.mark.integration

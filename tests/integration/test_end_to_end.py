@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.devtools.emulator.server import Emulator
 from tests.helpers import (
     BridgeFactory,
     BrokerAddress,

@@ -17,11 +17,11 @@ import orjson
 import pytest
 import yaml
 
-from mqtt_bridge.config import RouteConfig
+from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.sparkplug_schema import encode_payload
-from mqtt_bridge.dryrun import DryRun
-from mqtt_bridge.emulator import Emulator
-from mqtt_bridge.events import JsonDict
+from mqtt_bridge.devtools.emulator.server import Emulator
+from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.transform.dryrun import DryRun
 from tests.helpers import BridgeFactory, BrokerAddress, PahoClient, wait_until
 
 pytestmark = pytest.mark.integration

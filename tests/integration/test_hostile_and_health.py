@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.devtools.emulator.server import Emulator
 from tests.helpers import BridgeFactory, MosquittoBroker, PahoClient, detection_message, events_by_seq, wait_until
 
 pytestmark = pytest.mark.integration

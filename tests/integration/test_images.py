@@ -19,8 +19,8 @@ import requests
 import yaml
 from PIL import Image
 
-from mqtt_bridge.emulator import Emulator
-from mqtt_bridge.publish import Detection, build_message
+from mqtt_bridge.devtools.emulator.server import Emulator
+from mqtt_bridge.sdk.publisher import Detection, build_message
 from tests.helpers import (
     BridgeFactory,
     BridgeProcess,

@@ -13,12 +13,12 @@ import pytest
 import requests
 import yaml
 
-from mqtt_bridge.cli import EXIT_CONFIG, EXIT_OK, main
-from mqtt_bridge.config import parse_config
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.errors import ConfigError
-from mqtt_bridge.health import COOKIE
-from mqtt_bridge.publish import Detection, Publisher
+from mqtt_bridge.observe.health import COOKIE
+from mqtt_bridge.sdk.publisher import Detection, Publisher
 from mqtt_bridge.service import Service
 from tests.helpers import (
     TEST_ROUTES,

@@ -11,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.devtools.emulator.server import Emulator
 from tests.helpers import (
     BridgeProcess,
     MosquittoBroker,

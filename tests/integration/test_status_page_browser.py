@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mqtt_bridge.emulator import Emulator
+from mqtt_bridge.devtools.emulator.server import Emulator
 from tests.helpers import (
     BridgeFactory,
     MosquittoBroker,

@@ -9,26 +9,36 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mqtt_bridge"
 
-# library -> the only modules allowed to import it (design §2). The benchmark's load generator and baselines are
-# deliberately written like the hand-made scripts they stand for (paho and requests used directly), and the
-# benchmark runner talks to its own sink; none of them is part of the product's data path.
+# library -> the only modules (or subpackages, ending in ".") allowed to import it (design §2). The benchmark's
+# load generator and baselines are deliberately written like the hand-made scripts they stand for (paho and requests
+# used directly), and the benchmark runner talks to its own sink; none of them is part of the product.
 OWNERS = {
-    "paho": {"subscriber", "bench.load", "bench.baselines"},
-    "diskcache": {"buffer"},
-    "requests": {"api", "bench.baselines", "bench.runner"},
-    "amqtt": {"broker"},
-    "prometheus_client": {"metrics"},
+    "paho": {"mqtt.", "devtools.bench.load", "devtools.bench.baselines"},
+    "diskcache": {"storage."},
+    "requests": {"api.client", "devtools.bench.baselines", "devtools.bench.runner"},
+    "amqtt": {"devtools.broker"},
+    "prometheus_client": {"observe.metrics"},
     "selenium": set(),
     "google.protobuf": {"decode.sparkplug_schema"},
-    "yaml": {"config", "cli", "bench.runner"},
-    # Pillow checks and resizes images in `images` only. The demo's simulated camera (`simulator`) and the
-    # benchmark's chart (`bench.runner`) draw pictures with it; neither is on the data path.
-    "PIL": {"images", "simulator", "bench.runner"},
+    "yaml": {"config.load", "cli.main", "devtools.bench.runner"},
+    # Pillow checks and resizes images in `images.checks` only. The demo's simulated camera and the benchmark's
+    # chart draw pictures with it; neither is part of the product.
+    "PIL": {"images.checks", "devtools.simulator", "devtools.bench.runner"},
 }
 # modules at the bottom import nothing of ours but each other
-FOUNDATION = {"errors", "events"}
+FOUNDATION = ("errors", "model.")
 # the top: nothing below may import these
-TOP = {"cli", "demo", "service"}
+TOP = ("cli.", "service", "devtools.")
+
+
+def _within(name: str, owners: set[str] | tuple[str, ...]) -> bool:
+    """`name` is one of `owners`, or inside one of the subpackages among them (entries ending in ".")."""
+    return any(name == owner or (owner.endswith(".") and name.startswith(owner)) or name == owner.rstrip(".")
+               for owner in owners)
+
+
+def _ours(imports: set[str]) -> set[str]:
+    return {i.removeprefix("mqtt_bridge.") for i in imports if i.startswith("mqtt_bridge.")}
 
 
 def _modules() -> dict[str, set[str]]:
@@ -42,8 +52,8 @@ def _modules() -> dict[str, set[str]]:
                 imports.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imports.add(node.module)
-                if node.module == "mqtt_bridge":
-                    imports.update(f"mqtt_bridge.{alias.name}" for alias in node.names)
+                if node.module.startswith("mqtt_bridge"):  # `from mqtt_bridge.decode import auto` names a module
+                    imports.update(f"{node.module}.{alias.name}" for alias in node.names)
         out[name] = imports
     return out
 
@@ -53,31 +63,40 @@ def test_layers_library_is_behind_one_module(library: str) -> None:
     """A third-party library is imported only by the module that owns it."""
     importers = {name for name, imports in _modules().items()
                  if any(i == library or i.startswith(library + ".") for i in imports)}
-    assert importers <= OWNERS[library], f"{library} imported by {sorted(importers - OWNERS[library])}"
+    strays = sorted(name for name in importers if not _within(name, OWNERS[library]))
+    assert not strays, f"{library} imported by {strays}"
 
 
 def test_layers_foundation_imports_nothing_above_it() -> None:
-    """errors and events import nothing of the package but each other."""
-    for name in FOUNDATION:
-        ours = {i.removeprefix("mqtt_bridge.") for i in _modules()[name] if i.startswith("mqtt_bridge.")}
-        assert ours <= FOUNDATION, f"{name} imports {ours - FOUNDATION}"
+    """errors and model/ import nothing of the package but each other."""
+    for name, imports in _modules().items():
+        if _within(name, FOUNDATION):
+            above = {i for i in _ours(imports) if not _within(i, FOUNDATION)}
+            assert not above, f"{name} imports {above}"
 
 
 def test_layers_nothing_imports_the_top() -> None:
-    """Only the CLI wires the top modules together; the rest never imports service, demo or cli."""
+    """Only the CLI and the dev tools wire the top together; the rest never imports service, cli or devtools."""
     for name, imports in _modules().items():
-        if name in TOP or name == "__main__":
+        if _within(name, TOP) or name == "__main__":
             continue
-        ours = {i.removeprefix("mqtt_bridge.") for i in imports if i.startswith("mqtt_bridge.")}
-        assert not ours & TOP, f"{name} imports {ours & TOP}"
+        top = {i for i in _ours(imports) if _within(i, TOP)}
+        assert not top, f"{name} imports {top}"
+
+
+def test_layers_product_never_imports_devtools() -> None:
+    """Product code (everything outside devtools/ and the CLI that starts them) never imports devtools."""
+    for name, imports in _modules().items():
+        if name.startswith("devtools") or name.startswith("cli.") or name == "__main__":
+            continue
+        dev = {i for i in _ours(imports) if i.startswith("devtools")}
+        assert not dev, f"{name} imports {dev}"
 
 
 def test_layers_no_import_cycles() -> None:
     """The package's import graph is acyclic (module-level and deferred imports both count)."""
-    graph = {name: {i.removeprefix("mqtt_bridge.") for i in imports if i.startswith("mqtt_bridge.")}
-             for name, imports in _modules().items()}
+    graph = {name: _ours(imports) for name, imports in _modules().items()}
     graph = {name: {dep for dep in deps if dep in graph and dep != name} for name, deps in graph.items()}
-    graph["decode"] = graph.get("decode", set()) - {d for d in graph if d.startswith("decode.")}  # registry
     visiting: set[str] = set()
     done: set[str] = set()
 

@@ -1,0 +1,2 @@
+"""The Roboflow Vision Events API on requests, its only importer: the events client, use cases, and bundles.
+"""

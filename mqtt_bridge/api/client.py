@@ -1,0 +1,143 @@
+"""The Vision Events API client on `requests`: the only module that imports it.
+
+Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, use cases), the Bearer header (never
+`?api_key=`, which proxies log), a timeout on every request, one pooled session, and the mapping from outcomes to
+the error types of `errors.py`: 401/403 → AuthApiError, 408/429/5xx and network failures → RetryableApiError
+(with `Retry-After`), any other 4xx → PermanentApiError with the API's answer. Must not retry by itself.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import orjson
+import requests
+
+from mqtt_bridge import __version__
+from mqtt_bridge.errors import AuthApiError, PermanentApiError, RetryableApiError
+from mqtt_bridge.model.values import JsonDict, JsonValue
+
+__all__ = ["EventsApi", "VisionEventsClient", "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+_BODY_EXCERPT = 2000
+
+
+class EventsApi(Protocol):
+    """What the flusher needs from the API (a seam for unit tests)."""
+
+    def create_batch(self, events: list[JsonDict]) -> None:
+        """Create or overwrite up to 100 events."""
+
+    def upload_image(self, data: bytes, name: str) -> str:
+        """Upload one image and return its sourceId."""
+
+
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)  # RFC 9110 says whole seconds; a fraction costs nothing to honour
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now_s is None else now_s))
+
+
+class VisionEventsClient:
+    """A thread-compatible client; give each thread its own instance if more than one sends."""
+
+    def __init__(self, base_url: str, api_key: Callable[[], str], connect_timeout_s: float,
+                 read_timeout_s: float) -> None:
+        self._root = base_url.rstrip("/") + "/vision-events"
+        self._api_key = api_key
+        self._key = api_key()
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._session = requests.Session()
+        self._session.trust_env = False  # no .netrc or proxy variables unless configured (reliability.md §4)
+        self._session.headers["User-Agent"] = f"mqtt-vision-bridge/{__version__}"
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    def refresh_key(self) -> None:
+        """Re-read the key (a rotated `api_key_file` takes effect without a restart)."""
+        self._key = self._api_key()
+
+    def _request(self, method: str, path: str, *, json_body: JsonValue = None,
+                 files: dict[str, tuple[str, bytes, str]] | None = None) -> JsonValue:
+        headers = {"Authorization": f"Bearer {self._key}"}
+        data = None
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._session.request(method, self._root + path, data=data, files=files, headers=headers,
+                                             timeout=self._timeout, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise RetryableApiError(f"{method} {path}: timed out") from exc
+        except requests.RequestException as exc:
+            # The exception text holds the URL but never the key, which travels in a header.
+            raise RetryableApiError(f"{method} {path}: {type(exc).__name__}") from exc
+        status = response.status_code
+        body = response.text[:_BODY_EXCERPT]
+        if 200 <= status < 300:
+            try:
+                parsed: JsonValue = orjson.loads(response.content) if response.content else None
+            except orjson.JSONDecodeError:
+                parsed = None
+            return parsed
+        message = f"{method} {path}: HTTP {status}"
+        if status in (401, 403):
+            raise AuthApiError(message, status, body)
+        if 300 <= status < 400:
+            # a redirect (e.g. http -> https, or a proxy) is a configuration problem, not a bad event: keep the
+            # data and report not ready, like a refused key, instead of dead-lettering every event
+            location = response.headers.get("Location", "")[:200]
+            raise AuthApiError(f"{message}: the API redirects to {location!r}; set api.base_url to the final URL",
+                               status, body)
+        if status in (408, 425, 429) or status >= 500:
+            raise RetryableApiError(message, status, body,
+                                    retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
+        raise PermanentApiError(message, status, body)
+
+    def create_batch(self, events: list[JsonDict]) -> None:
+        """`POST /vision-events/batch` with up to 100 events (an upsert by eventId)."""
+        answer = self._request("POST", "/batch", json_body={"events": events})  # type: ignore[dict-item]
+        created = answer.get("created") if isinstance(answer, dict) else None
+        if isinstance(created, int) and created != len(events):
+            log.warning("batch anomaly sent=%d created=%d", len(events), created)
+
+    def upload_image(self, data: bytes, name: str) -> str:
+        """`POST /vision-events/upload` (multipart field `file`); returns the sourceId."""
+        answer = self._request("POST", "/upload", files={"file": (name, data, "application/octet-stream")})
+        source_id = answer.get("sourceId") if isinstance(answer, dict) else None
+        if not isinstance(source_id, str) or not source_id:
+            raise RetryableApiError("POST /upload: the answer holds no sourceId", 201, str(answer)[:500])
+        return source_id
+
+    def list_use_cases(self, status: str = "active") -> list[JsonDict]:
+        """`GET /vision-events/use-cases` (older servers answer under `solutions`)."""
+        answer = self._request("GET", f"/use-cases?status={status}")
+        if not isinstance(answer, dict):
+            return []
+        items = answer.get("useCases", answer.get("solutions", []))
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+    def create_use_case(self, name: str) -> JsonDict:
+        """`POST /vision-events/use-cases`; returns `{"id", "name"}`."""
+        answer = self._request("POST", "/use-cases", json_body={"name": name})
+        return answer if isinstance(answer, dict) else {}

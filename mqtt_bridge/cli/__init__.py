@@ -1,0 +1,2 @@
+"""The `mqtt-bridge` command: argument parsing and one module per command family.
+"""

@@ -1,0 +1,2 @@
+"""The built-in benchmark (`mqtt-bridge bench`, `make bench`): the bridge against side-by-side baselines.
+"""

@@ -1,0 +1,3 @@
+"""Observability: counters, Prometheus metrics, the health server and status page, the message trace, delivery
+receipts and log output.
+"""

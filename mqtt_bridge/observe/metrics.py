@@ -1,0 +1,204 @@
+"""Prometheus metrics on prometheus-client: the only module that imports it.
+
+Owns: one `CollectorRegistry` per bridge (never the global default registry, so several bridges in one process,
+as in the tests, do not clash), the names, help texts and labels of every metric, and the export of `Stats`
+(counters, gauges, latency histograms) and of the live `ServiceState` through a custom collector that reads them at
+scrape time. The hot path never touches prometheus-client: it updates `Stats`. Also `TimedEventsApi`, which times
+every API request (success or failure) into the latency histogram without the flusher knowing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from mqtt_bridge import __version__
+from mqtt_bridge.api.client import EventsApi
+from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.observe.stats import LATENCY_BUCKETS_S, Stats
+
+__all__ = ["COUNTERS", "GAUGES", "PREFIX", "BufferGauges", "Metrics", "StateGauges", "TimedEventsApi"]
+
+PREFIX = "mqtt_bridge_"
+
+# Stats counter name -> (label name or "", help). Exported as `mqtt_bridge_<name>_total`.
+COUNTERS: dict[str, tuple[str, str]] = {
+    "messages_received": ("route", "MQTT messages taken off the broker, by route ('(none)' when no route matched)."),
+    "events_buffered": ("", "Events committed to the disk buffer."),
+    "events_delivered": ("", "Events the API accepted (2xx)."),
+    "dead_letters": ("reason", "Messages or events moved to the dead letters, by reason."),
+    "api_retries": ("status", "Retryable API failures, by HTTP status ('network' for timeouts and resets)."),
+    "api_batches": ("", "Batch requests the API accepted."),
+    "images_uploaded": ("", "Images uploaded to the API."),
+    "boxes_dropped": ("route", "Zero-area or inverted boxes dropped at ingest, by route."),
+    "messages_without_event": ("route", "Messages for which a rule said 'no event' (e.g. a safety alert with no "
+                                        "detection), by route."),
+    "receipts_published": ("", "Delivery receipts handed to the MQTT client (QoS 1)."),
+    "receipts_lost": ("reason", "Delivery receipts that were not published, by reason."),
+    "flusher_errors": ("", "Unexpected errors in the flusher loop (it retried)."),
+    "intake_errors": ("", "Unexpected errors in the intake loop (it retried)."),
+    "buffer_commit_errors": ("", "Failed buffer commits (retried; nothing was acked)."),
+    "image_references_resolved": ("route", "Images fetched from a URL or read from a file before buffering, by "
+                                           "route."),
+    "companion_images_paired": ("route", "Detections buffered with their companion-topic image, by route."),
+    "companion_images_missing": ("route", "Detections buffered without their companion-topic image (none came "
+                                          "within the window), by route."),
+    "companion_images_dropped": ("route", "Companion-topic images no detection claimed within the window "
+                                          "(dropped), by route."),
+    "images_shed": ("route", "Images dropped (events kept) while the buffer was over its high-water mark."),
+}
+# Stats gauge name -> (exported name, help).
+GAUGES: dict[str, tuple[str, str]] = {
+    "backpressure": ("backpressure", "1 while the buffer is over its high-water mark and acks are held back."),
+    "images_parked": ("images_parked", "Messages held un-acked while their image is fetched or awaited on a "
+                                       "companion topic."),
+    "last_delivery_time_seconds": ("last_delivery_timestamp_seconds",
+                                   "Unix time of the last successful delivery (0 before the first)."),
+}
+# Stats names that are superseded by the latency histogram and not exported.
+_HIDDEN = {"api_upload_seconds_ms", "api_last_batch_seconds"}
+_HISTOGRAMS = {"api_request_seconds": ("operation", "Vision Events API request duration, by operation "
+                                                    "(batch, upload), successful or not.")}
+
+
+class StateGauges(Protocol):
+    """The live state the collector reads (a `ServiceState`)."""
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    @property
+    def mqtt_connected(self) -> bool: ...
+
+    @property
+    def api_ready(self) -> bool: ...
+
+    @property
+    def buffer_writable(self) -> bool: ...
+
+    @property
+    def buffer_depth(self) -> int: ...
+
+    @property
+    def dead_letters(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BufferGauges:
+    """Buffer facts read at scrape time: bytes on disk and the age of the oldest undelivered event."""
+
+    bytes: int
+    oldest_age_s: float
+
+
+class _BridgeCollector(Collector):
+    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges]) -> None:
+        self._stats = stats
+        self._state = state
+        self._buffer = buffer
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._stats.counters()
+        by_name: dict[str, list[tuple[str, int]]] = {}
+        for (name, label), value in counters.items():
+            by_name.setdefault(name, []).append((label, value))
+        for name in sorted(set(by_name) | set(COUNTERS)):
+            if name in _HIDDEN:
+                continue
+            label_name, help_text = COUNTERS.get(name, ("label", f"Bridge counter {name}."))
+            family = CounterMetricFamily(PREFIX + name, help_text, labels=[label_name] if label_name else None)
+            for label, value in sorted(by_name.get(name, [])):
+                if label_name:
+                    family.add_metric([label], value)
+                else:
+                    family.add_metric([], value)
+            if not label_name and name not in by_name:
+                family.add_metric([], 0)
+            yield family
+        gauges = self._stats.gauges()
+        for name, gauge in sorted(gauges.items()):
+            if name in _HIDDEN:
+                continue
+            exported, help_text = GAUGES.get(name, (name, f"Bridge gauge {name}."))
+            yield GaugeMetricFamily(PREFIX + exported, help_text, value=gauge)
+        if "last_delivery_time_seconds" not in gauges:
+            yield GaugeMetricFamily(PREFIX + "last_delivery_timestamp_seconds", GAUGES[
+                "last_delivery_time_seconds"][1], value=0)
+        yield from self._histograms()
+        yield from self._live()
+
+    def _histograms(self) -> Iterator[Metric]:
+        grouped: dict[str, HistogramMetricFamily] = {}
+        for (name, label), snap in sorted(self._stats.histograms().items()):
+            label_name, help_text = _HISTOGRAMS.get(name, ("label", f"Bridge histogram {name}."))
+            family = grouped.setdefault(name, HistogramMetricFamily(PREFIX + name, help_text, labels=[label_name]))
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), snap.counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric([label], buckets, snap.sum)
+        yield from grouped.values()
+
+    def _live(self) -> Iterator[Metric]:
+        state = self._state()
+        buffer = self._buffer()
+        for name, value, help_text in (
+            ("buffer_depth", state.buffer_depth, "Events waiting in the disk buffer."),
+            ("buffer_bytes", buffer.bytes, "Bytes the disk buffer uses."),
+            ("oldest_undelivered_age_seconds", buffer.oldest_age_s,
+             "Age of the oldest event waiting for delivery (0 when the buffer is empty)."),
+            ("dead_letters_stored", state.dead_letters, "Dead letters kept in the buffer."),
+            ("mqtt_connected", int(state.mqtt_connected), "1 while connected to the MQTT broker."),
+            ("api_ready", int(state.api_ready), "0 while the API refuses the key (401/403)."),
+            ("buffer_writable", int(state.buffer_writable), "0 while buffer commits fail."),
+            ("ready", int(state.is_ready), "1 when /readyz answers 200."),
+        ):
+            yield GaugeMetricFamily(PREFIX + name, help_text, value=value)
+        info = GaugeMetricFamily(PREFIX + "build_info", "Version of the bridge.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+
+class Metrics:
+    """The metrics of one bridge: a private registry with the bridge collector and the process collector."""
+
+    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_BridgeCollector(stats, state, buffer))
+        ProcessCollector(namespace="mqtt_bridge", registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class TimedEventsApi:
+    """Wraps an `EventsApi` and records each request's duration in `api_request_seconds{operation}`."""
+
+    def __init__(self, api: EventsApi, stats: Stats) -> None:
+        self._api = api
+        self._stats = stats
+
+    def create_batch(self, events: list[JsonDict]) -> None:
+        """Create or overwrite up to 100 events (timed)."""
+        started = time.monotonic()
+        try:
+            self._api.create_batch(events)
+        finally:
+            self._stats.observe("api_request_seconds", time.monotonic() - started, label="batch")
+
+    def upload_image(self, data: bytes, name: str) -> str:
+        """Upload one image and return its sourceId (timed)."""
+        started = time.monotonic()
+        try:
+            return self._api.upload_image(data, name)
+        finally:
+            self._stats.observe("api_request_seconds", time.monotonic() - started, label="upload")

@@ -1,0 +1,142 @@
+"""The message trace: where the last few thousand messages are (received → buffered → image uploaded → delivered or
+dead-lettered), for the status page's search by eventId or topic, plus the most recent dead letters.
+
+Owns: a bounded in-memory index (oldest entries fall out first) fed by two hooks that cost one call per committed
+group (intake) and one per outcome (flusher). It is a diagnostic aid, not a record: it starts empty after a restart
+and forgets old messages; the buffer and the dead letters stay the source of truth. Never raises into its callers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.model.values import JsonDict
+
+__all__ = ["STAGES", "MessageTrace", "TraceEntry"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("received", "buffered", "image_uploaded", "delivered", "dead_lettered")
+_DETAIL_CHARS = 300
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """What is known about one event (or one message that was dead-lettered at ingest)."""
+
+    key: str
+    event_id: str
+    topic: str
+    route: str
+    stages: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def status(self) -> str:
+        """The latest stage reached."""
+        return max(self.stages, key=STAGES.index) if self.stages else "unknown"
+
+    def to_json(self) -> JsonDict:
+        """A JSON view for the status page (times are Unix seconds)."""
+        stages: JsonDict = {stage: self.stages[stage] for stage in STAGES if stage in self.stages}
+        return {"eventId": self.event_id, "topic": self.topic, "route": self.route, "status": self.status,
+                "reason": self.reason, "stages": stages}
+
+
+class MessageTrace:
+    """A bounded, thread-safe trace. `capacity` entries at most; 0 turns tracing off."""
+
+    def __init__(self, capacity: int = 10_000, recent_dead_letters: int = 50) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, TraceEntry] = OrderedDict()
+        self._recent_dead: deque[JsonDict] = deque(maxlen=recent_dead_letters)
+        self._anonymous = 0
+
+    # --- hooks (called by intake and flusher; never raise) -------------------------------------------------------
+
+    def on_commit(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
+        """A group was committed: its records are buffered, its dead letters kept."""
+        try:
+            now = time.time()
+            with self._lock:
+                for record in records:
+                    if self.capacity:
+                        entry = self._entry(record.event_id, record.event_id, record.topic, record.route)
+                        entry.stages["received"] = record.received_at_s
+                        entry.stages["buffered"] = now
+                for letter in dead_letters:
+                    self._dead_locked(letter.event_id, letter.topic, letter.route, letter.reason, letter.detail,
+                                      letter.received_at_s, now)
+        except Exception:  # a diagnostic aid must never break intake
+            log.exception("trace on_commit failed")
+
+    def on_outcome(self, record: Record, status: str, reason: str) -> None:
+        """The flusher reports `image_uploaded`, `delivered` or `dead_lettered` for a record."""
+        try:
+            now = time.time()
+            with self._lock:
+                if status == "dead_lettered":
+                    self._dead_locked(record.event_id, record.topic, record.route, reason.split(":", 1)[0],
+                                      reason, record.received_at_s, now)
+                elif self.capacity:
+                    entry = self._entry(record.event_id, record.event_id, record.topic, record.route)
+                    entry.stages.setdefault("received", record.received_at_s)
+                    entry.stages[status] = now
+        except Exception:  # a diagnostic aid must never break delivery
+            log.exception("trace on_outcome failed")
+
+    def _entry(self, key: str, event_id: str, topic: str, route: str) -> TraceEntry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = TraceEntry(key, event_id, topic, route)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return entry
+
+    def _dead_locked(self, event_id: str, topic: str, route: str, reason: str, detail: str, received_at_s: float,
+                     now: float) -> None:
+        self._recent_dead.appendleft({"at": now, "eventId": event_id, "topic": topic[:300], "route": route,
+                                      "reason": reason, "detail": detail[:_DETAIL_CHARS]})
+        if not self.capacity:
+            return
+        if not event_id:
+            self._anonymous += 1
+        key = event_id or f"dead-{self._anonymous}"
+        entry = self._entry(key, event_id, topic, route)
+        entry.stages.setdefault("received", received_at_s)
+        entry.stages["dead_lettered"] = now
+        entry.reason = detail[:_DETAIL_CHARS] or reason
+
+    # --- queries (status page) ------------------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[JsonDict]:
+        """Entries whose eventId equals `query`, or whose topic equals or starts with it; newest first."""
+        query = query.strip()
+        if not query:
+            return []
+        with self._lock:
+            exact = self._entries.get(query)
+            if exact is not None:
+                return [exact.to_json()]
+            found = []
+            for entry in reversed(self._entries.values()):
+                if query in (entry.event_id, entry.topic) or entry.topic.startswith(query):
+                    found.append(entry.to_json())
+                    if len(found) >= limit:
+                        break
+            return found
+
+    def recent_dead_letters(self) -> list[JsonDict]:
+        """The most recent dead letters, newest first."""
+        with self._lock:
+            return list(self._recent_dead)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

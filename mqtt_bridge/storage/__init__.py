@@ -1,0 +1,2 @@
+"""Durable storage on diskcache, its only importer: the event buffer and the dead letters, bytes only.
+"""

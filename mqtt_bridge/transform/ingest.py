@@ -1,0 +1,224 @@
+"""Ingest: one MQTT message (topic bytes, payload bytes) → buffered records, or a dead letter with its reason.
+
+Owns: the order of checks on untrusted input (size cap before parsing, topic encoding, route, decoder, event
+rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the deterministic
+`eventId` of each event a message yields, the debounce state, and how a decoded message becomes a Vision Event body
+(route templates, the typing rules and filters of `rules`). Pure: no I/O, no threads, never raises on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mqtt_bridge.decode.base import Decoded, Decoder, Message
+from mqtt_bridge.decode.registry import build_decoder
+from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.images.attach import Attachment, ImageAttacher
+from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems
+from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
+from mqtt_bridge.routing.router import CompiledRoute, Router, ValueTemplate, lookup_path
+from mqtt_bridge.transform.rules import Debouncer, event_classes, event_data_for, filter_predictions, located
+
+__all__ = ["EVENT_ID_NAMESPACE", "IMAGE_LABEL", "IngestResult", "Ingestor", "derive_event_id"]
+
+log = logging.getLogger(__name__)
+
+EVENT_ID_NAMESPACE = uuid.UUID("6c1f3a4e-2b7d-5e8f-9a10-4b2c3d4e5f60")
+# further events of one message, and events keyed by an object id, hash in namespaces of their own
+_PART_NAMESPACE = uuid.UUID("0b6c9f1e-7d2a-5c3b-8e4f-1a2b3c4d5e6f")
+_KEY_NAMESPACE = uuid.UUID("9d8e7f6a-5b4c-5d3e-8f2a-1b0c9d8e7f6a")
+IMAGE_LABEL = "mqtt-vision-bridge"
+_DEFAULT_EVENT_TYPE = "quality_check"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What became of one message: records to buffer, or a dead letter, or nothing (a rule said no event)."""
+
+    records: list[Record] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+    route: str = ""
+    dropped_boxes: int = 0
+    suppressed: int = 0  # events held back by the route's debounce (counted, never dead-lettered)
+    # per record without an image for its boxes: the predictions the API cannot take (shown by dry runs only)
+    unattached: list[JsonDict] = field(default_factory=list)
+
+
+def derive_event_id(route: str, topic: str, payload: bytes) -> str:
+    """UUIDv5 of route, topic and payload bytes: a redelivered message gets the same id, so the API overwrites."""
+    digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + route.encode() + b"\n" + topic.encode() + b"\n" + payload,
+                          usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def _uuid5(namespace: uuid.UUID, *parts: bytes) -> str:
+    digest = hashlib.sha1(namespace.bytes + b"\n".join(parts), usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def _render_fields(fields: dict[str, ValueTemplate | str | int | float | bool], captures: dict[str, str],
+                   topic: str, document: JsonValue) -> JsonDict:
+    out: JsonDict = {}
+    for key, value in fields.items():
+        out[key] = value.render(captures, topic, document) if isinstance(value, ValueTemplate) else value
+    return out
+
+
+def _prediction_lists(decoded: Decoded, *, with_classifications: bool = True) -> JsonDict:
+    """The non-empty prediction lists of an `images[]` entry, by their API names."""
+    lists: JsonDict = {}
+    for key, items in (("objectDetections", decoded.detections),
+                       ("instanceSegmentations", decoded.instance_segmentations),
+                       ("keypoints", decoded.keypoints),
+                       ("classifications", decoded.classifications if with_classifications else [])):
+        if items:
+            lists[key] = list(items)
+    return lists
+
+
+class Ingestor:
+    """Turns raw messages into records. One instance per service; safe to call from one thread at a time."""
+
+    def __init__(self, router: Router, max_payload_bytes: int,
+                 clock: Callable[[], datetime] | None = None, *, collect_unattached: bool = False) -> None:
+        """`clock` gives "now" for the API's timestamp window (tests and dry runs pin it). With
+        `collect_unattached`, results also list the predictions that had no image to go on (for dry runs; the
+        bridge itself does not need them, so it does not build them)."""
+        self._collect_unattached = collect_unattached
+        self._router = router
+        self._max_payload_bytes = max_payload_bytes
+        self._clock = clock or (lambda: datetime.now(tz=UTC))
+        self._decoders: dict[int, Decoder] = {r.index: build_decoder(r.config.format, r.config) for r in router.routes}
+        self._attachers = {r.index: ImageAttacher(r.config.image) for r in router.routes}
+        self._debouncer = Debouncer()
+
+    def process(self, topic: bytes, payload: bytes, received_at_s: float,
+                attachment: Attachment | None = None) -> IngestResult:
+        """Decode one message. Never raises: every failure becomes a dead letter with a reason.
+
+        `attachment` is the image the message refers to, resolved before ingest (`references`: URL, file or
+        companion topic), or the reason it could not be.
+        """
+        topic_text = topic.decode("utf-8", errors="replace")
+        route_label = ""
+        try:
+            try:
+                topic_text = topic.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError("topic_not_utf8", "the topic is not valid UTF-8") from None
+            route, captures = self._router.match(topic_text)
+            route_label = route.label
+            if len(payload) > self._max_payload_bytes:
+                raise DecodeError("payload_too_large",
+                                  f"{len(payload)} bytes, the limit is {self._max_payload_bytes}")
+            return self._build(route, captures, topic_text, payload, received_at_s, attachment)
+        except DecodeError as exc:
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:
+            log.exception("ingest failed topic=%s route=%s", topic_text[:200], route_label)
+            reason, detail = "internal_error", f"{type(exc).__name__}: {exc}"[:500]
+        return IngestResult(route=route_label, dead_letter=DeadLetter(
+            reason=reason, detail=detail, topic=topic_text, route=route_label, payload=payload,
+            received_at_s=received_at_s, dead_at_s=received_at_s))
+
+    def _build(self, route: CompiledRoute, captures: dict[str, str], topic: str, payload: bytes,
+               received_at_s: float, attachment: Attachment | None = None) -> IngestResult:
+        message = Message(topic, payload, received_at_s)
+        attacher = self._attachers[route.index]
+        referenced = attacher.referenced(message, attachment)  # routes[].image (issue 4); None for most routes
+        if referenced is not None:
+            message.image = referenced.image
+        results = self._decoders[route.index].decode(message)
+        outcome = IngestResult(route=route.label, dropped_boxes=sum(d.dropped_boxes for d in results))
+        now = self._clock()
+        for index, decoded in enumerate(results):
+            if decoded.image or referenced is not None:
+                attacher.finish(decoded, referenced)  # checks (type, size, bombs), resize + box scaling
+            document = decoded.document if decoded.document is not None else message.json()
+            event = self._event(route, captures, message, document, decoded, index, len(results))
+            if event is None:
+                continue
+            if route.config.debounce_s > 0 and self._debouncer.is_suppressed(
+                    route.label, str(event.get("deviceId", "")), str(event.get("streamId", "")),
+                    event_classes(decoded), received_at_s, route.config.debounce_s):
+                outcome.suppressed += 1
+                continue
+            problems = event_problems(event, now)
+            if problems:
+                raise DecodeError("invalid_event", "; ".join(problems)[:1000])
+            outcome.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,
+                                          image=decoded.image, image_name=decoded.image_name))
+            if self._collect_unattached and not (decoded.image and decoded.boxes_fit_image):
+                lists = _prediction_lists(decoded, with_classifications=not decoded.image)
+                if lists:
+                    outcome.unattached.append({"eventId": event["eventId"], **lists})
+        return outcome
+
+    def _event_id(self, route: CompiledRoute, message: Message, document: JsonValue, decoded: Decoded, index: int,
+                  count: int) -> str:
+        """The eventId: the payload's own, a route's `event_id_field`, an object key, or UUIDv5 of the message."""
+        if decoded.event_id is not None:
+            return decoded.event_id
+        field_path = route.config.event_id_field
+        if field_path:
+            value = lookup_path(document, field_path)
+            if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
+                raise DecodeError("event_id_missing", f"payload field {field_path!r} holds no id")
+            return str(value) if index == 0 or count == 1 else f"{value}-{index}"
+        if decoded.key is not None:
+            return _uuid5(_KEY_NAMESPACE, route.label.encode(), decoded.key.encode())
+        if index == 0:
+            return derive_event_id(route.label, message.topic, message.payload)
+        return _uuid5(_PART_NAMESPACE, str(index).encode(), route.label.encode(), message.topic.encode(),
+                      message.payload)
+
+    def _event(self, route: CompiledRoute, captures: dict[str, str], message: Message, document: JsonValue,
+               decoded: Decoded, index: int, count: int) -> JsonDict | None:
+        config = route.config
+        topic = message.topic
+        filter_predictions(decoded, config)
+        event_type = decoded.event_type or config.event_type or _DEFAULT_EVENT_TYPE
+        event_data = event_data_for(event_type, decoded, config)
+        route_data = _render_fields(route.event_data, captures, topic, document)
+        if event_data is None and not route_data and not decoded.event_data:
+            return None
+        event_data = {**(event_data or {}), **route_data, **decoded.event_data}
+        stamp = decoded.timestamp or datetime.fromtimestamp(message.received_at_s, tz=UTC)
+        event: JsonDict = {
+            "eventId": self._event_id(route, message, document, decoded, index, count),
+            "eventType": event_type,
+            "useCaseId": route.use_case.render(captures, topic, document),
+            "timestamp": format_timestamp(stamp),
+            "eventData": event_data,
+        }
+        device = decoded.device_id or (route.device_id.render(captures, topic, document) if route.device_id else None)
+        stream = decoded.stream_id or (route.stream_id.render(captures, topic, document) if route.stream_id else None)
+        if device:
+            event["deviceId"] = device
+        if stream:
+            event["streamId"] = stream
+        metadata = {**_render_fields(route.metadata, captures, topic, document), **decoded.metadata}
+        boxes = located(decoded)
+        if decoded.image:
+            image: JsonDict = {"label": IMAGE_LABEL}
+            if decoded.boxes_fit_image:
+                image.update(_prediction_lists(decoded))
+            elif decoded.classifications:
+                image["classifications"] = list(decoded.classifications)
+            event["images"] = [image]
+            event["displayImagePosition"] = 0
+        if (boxes and not (decoded.image and decoded.boxes_fit_image)) or (
+                decoded.classifications and not decoded.image):
+            # The API attaches predictions to images only; without one, keep a summary (README "Events without images")
+            labels = [str(d["class"]) for d in (boxes or decoded.classifications)]
+            metadata.setdefault("detections", len(boxes))
+            metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])
+        if metadata:
+            event["customMetadata"] = metadata
+        return event

@@ -1,0 +1,198 @@
+"""The image reference stage: companion topics joined (and subscribed), URL/file images fetched off the MQTT
+thread, everything else passed straight on; nothing acked here except images no detection claimed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.errors import ConfigError
+from mqtt_bridge.images.references import ImageReferences, ReplayResolver, Resolved, compile_image_references
+from mqtt_bridge.model.inbound import Inbound
+from mqtt_bridge.observe.stats import Stats
+from mqtt_bridge.routing.router import Router
+from tests.helpers import tiny_png, wait_until
+
+COMPANION = {"name": "cams", "topic": "f/{line}/{camera}/detections", "use_case": "uc",
+             "image": {"companion": {"topic": "f/{line}/{camera}/image/{frame}",
+                                     "key": "{line}/{camera}/{payload.frame}",
+                                     "image_key": "{line}/{camera}/{frame}", "window_s": 0.3}}}
+PLAIN = {"name": "plain", "topic": "plain/{camera}", "use_case": "uc"}
+
+
+class _Stage:
+    """An `ImageReferences` with its threads running, recording what it forwards and acks."""
+
+    def __init__(self, routes: list[dict[str, Any]], tmp_path: Path | None = None) -> None:
+        self.forwarded: list[Inbound] = []
+        self.acked: list[Inbound] = []
+        self.stop = threading.Event()
+        self.stats = Stats()
+        router = Router([RouteConfig.model_validate(r) for r in routes])
+        self.stage = ImageReferences(router, self.forwarded.append, self._ack, self.stats, self.stop, 2**20)
+        self.threads = [threading.Thread(target=self.stage.run_timer, name="t-timer"),
+                        threading.Thread(target=self.stage.run_fetcher, name="t-fetch")]
+        for thread in self.threads:
+            thread.start()
+        self.mid = 0
+
+    def _ack(self, message: Inbound) -> bool:
+        self.acked.append(message)
+        return True
+
+    def offer(self, topic: str, payload: bytes, *, retain: bool = False) -> Inbound:
+        self.mid += 1
+        message = Inbound(topic.encode(), payload, self.mid, 1, 1, time.time(), retain=retain)
+        self.stage.offer(message)
+        return message
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def stage() -> Iterator[_Stage]:
+    running = _Stage([COMPANION, PLAIN])
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_references_companion_topics_are_subscribed(stage: _Stage) -> None:
+    """The image topic of a companion route is derived from its template and subscribed."""
+    assert stage.stage.subscriptions() == ["f/+/+/image/+"]
+
+
+def test_references_plain_routes_pass_straight_through(stage: _Stage) -> None:
+    """A message of a route without references is forwarded as it is, immediately."""
+    message = stage.offer("plain/cam9", b"{}")
+    assert stage.forwarded == [message]
+    assert not isinstance(stage.forwarded[0], Resolved)
+
+
+def test_references_companion_pairs_by_key_in_either_order(stage: _Stage) -> None:
+    """Detection then image, and image then detection: each detection is forwarded with its image attached;
+    the image message is not acked here but travels with the detection (acked after the commit)."""
+    first = stage.offer("f/L1/cam1/detections", orjson.dumps({"frame": 7}))
+    assert stage.forwarded == [] and stage.stage.parked == 1
+    image = stage.offer("f/L1/cam1/image/7", tiny_png(7))
+    other_image = stage.offer("f/L1/cam2/image/8", tiny_png(8))
+    second = stage.offer("f/L1/cam2/detections", orjson.dumps({"frame": 8}))
+    assert [m.payload for m in stage.forwarded] == [first.payload, second.payload]
+    paired = [m for m in stage.forwarded if isinstance(m, Resolved)]
+    assert [(m.attachment.image if m.attachment else b"") for m in paired] == [tiny_png(7), tiny_png(8)]
+    assert [m.companions for m in paired] == [(image,), (other_image,)]
+    assert stage.acked == []
+    assert stage.stats.count("companion_images_paired", "cams") == 2
+
+
+def test_references_companion_window_releases_and_drops(stage: _Stage) -> None:
+    """After the window a lone detection goes on without its image (counted); a lone image is acked and dropped."""
+    detection = stage.offer("f/L1/cam1/detections", orjson.dumps({"frame": 1}))
+    image = stage.offer("f/L1/cam1/image/2", tiny_png(2))
+    wait_until(lambda: stage.forwarded and stage.acked, timeout_s=3, message="window expiry")
+    [released] = stage.forwarded
+    assert isinstance(released, Resolved) and released.payload == detection.payload
+    assert released.attachment is not None and released.attachment.missing == "window_expired"
+    assert stage.acked == [image]
+    assert stage.stats.count("companion_images_missing", "cams") == 1
+    assert stage.stats.count("companion_images_dropped", "cams") == 1
+
+
+def test_references_retained_companion_image_never_pairs(stage: _Stage) -> None:
+    """A retained image (replayed by the broker on subscribe) is acked and dropped; the detection waits for a
+    fresh one instead of getting an old picture."""
+    stale = stage.offer("f/L1/cam1/image/7", tiny_png(1), retain=True)
+    assert stage.acked == [stale] and stage.stage.parked == 0
+    assert stage.stats.count("companion_images_dropped", "cams") == 1
+    stage.offer("f/L1/cam1/detections", orjson.dumps({"frame": 7}))
+    assert stage.forwarded == [] and stage.stage.parked == 1
+    stage.offer("f/L1/cam1/image/7", tiny_png(7))
+    [paired] = stage.forwarded
+    assert isinstance(paired, Resolved) and paired.attachment is not None
+    assert paired.attachment.image == tiny_png(7)
+
+
+def test_references_detection_without_key_field_goes_on_without_image(stage: _Stage) -> None:
+    """A detection whose key field is missing cannot be joined: it goes on at once, noted, not parked."""
+    stage.offer("f/L1/cam1/detections", b"{}")
+    [released] = stage.forwarded
+    assert isinstance(released, Resolved) and released.attachment is not None
+    assert released.attachment.missing == "no_key"
+
+
+def test_references_file_images_are_read_by_a_worker(tmp_path: Path) -> None:
+    """A file route's message is forwarded with the file's bytes; a traversal attempt with its refusal."""
+    (tmp_path / "cam1").mkdir()
+    (tmp_path / "cam1" / "f1.png").write_bytes(tiny_png(1))
+    route = {"name": "files", "topic": "files/{camera}", "use_case": "uc",
+             "image": {"file": {"template": "{camera}/{payload.frame}.png", "roots": [str(tmp_path)]}}}
+    running = _Stage([route])
+    try:
+        running.offer("files/cam1", orjson.dumps({"frame": "f1"}))
+        running.offer("files/cam1", orjson.dumps({"frame": ".."}))
+        running.offer("files/cam1", orjson.dumps({"other": 1}))
+        wait_until(lambda: len(running.forwarded) == 3, timeout_s=3, message="three messages forwarded")
+    finally:
+        running.close()
+    by_payload = {m.payload: m for m in running.forwarded if isinstance(m, Resolved)}
+    good = by_payload[orjson.dumps({"frame": "f1"})].attachment
+    assert good is not None and good.image == tiny_png(1) and good.name == "f1.png"
+    bad = by_payload[orjson.dumps({"frame": ".."})].attachment
+    assert bad is not None and bad.problem is not None and bad.problem[0] == "image_path_refused"
+    assert by_payload[orjson.dumps({"other": 1})].attachment is None
+
+
+def test_references_replay_resolves_file_images_synchronously(tmp_path: Path) -> None:
+    """`dlq replay` reads a file reference again under the current config."""
+    (tmp_path / "a.png").write_bytes(tiny_png(3))
+    route = RouteConfig.model_validate({"topic": "files/{camera}", "use_case": "uc",
+                                        "image": {"file": {"field": "path", "roots": [str(tmp_path)]}}})
+    attachment = ReplayResolver([route])("files/cam1", orjson.dumps({"path": "a.png"}))
+    assert attachment is not None and attachment.image == tiny_png(3)
+    assert ReplayResolver([route])("other/x", b"{}") is None
+
+
+def test_references_bad_templates_are_config_errors() -> None:
+    """Key and URL templates are checked at start-up, each problem with its key path."""
+    routes = [RouteConfig.model_validate({"topic": "a/{cam}/d", "use_case": "uc",
+                                          "image": {"companion": {"topic": "a/{camera}/img"}}}),
+              RouteConfig.model_validate({"topic": "b/{cam}", "use_case": "uc", "image": {"url": {
+                  "template": "http://nvr/{nope}/x.jpg", "allow_hosts": ["nvr"]}}}),
+              RouteConfig.model_validate({"topic": "c/{cam}", "use_case": "uc", "image": {"companion": {
+                  "topic": "c/{cam}/img", "key": "{cam}/{payload.frame}"}}})]
+    with pytest.raises(ConfigError) as info:
+        compile_image_references(routes)
+    paths = [path for path, _ in info.value.problems]
+    assert paths == ["routes[0].image.companion.key", "routes[1].image.url.template",
+                     "routes[2].image.companion.image_key"]
+
+
+def test_references_config_validation() -> None:
+    """One reference per route; URL hosts must be listed; parked messages stay below the receive maximum."""
+    base: dict[str, Any] = {"api": {"api_key": "k"}}
+    problems = []
+    for image in ({"base64_path": "a", "file": {"field": "p", "roots": ["/srv"]}},
+                  {"url": {"field": "u", "allow_hosts": []}},
+                  {"url": {"field": "u", "template": "http://x/{payload.a}", "allow_hosts": ["x"]}},
+                  {"file": {"field": "p", "roots": ["relative/dir"]}},
+                  {"resize": {"jpeg_quality": 80}}):
+        with pytest.raises(ConfigError) as info:
+            parse_config({**base, "routes": [{"topic": "a/b", "use_case": "uc", "image": image}]}, env={})
+        problems.append(info.value.problems[0][0])
+    assert all(p.startswith("routes[0].image") for p in problems), problems
+    with pytest.raises(ConfigError, match="receive_maximum"):
+        parse_config({**base, "mqtt": {"receive_maximum": 100}, "routes": [
+            {"topic": "a/{b}", "use_case": "uc", "image": {"companion": {"topic": "i/{b}", "max_parked": 60}}}]},
+            env={})

@@ -1,0 +1,101 @@
+"""Metrics: Stats histograms, the per-bridge Prometheus registry, and the timed API wrapper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from mqtt_bridge.errors import RetryableApiError
+from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
+from mqtt_bridge.observe.stats import LATENCY_BUCKETS_S, Stats
+
+
+@dataclass(frozen=True)
+class _State:
+    is_ready: bool = True
+    mqtt_connected: bool = True
+    api_ready: bool = True
+    buffer_writable: bool = True
+    buffer_depth: int = 7
+    dead_letters: int = 2
+
+
+def _render(stats: Stats, oldest_s: float = 12.5) -> str:
+    body, kind = Metrics(stats, _State, lambda: BufferGauges(4096, oldest_s)).render()
+    assert kind.startswith("text/plain")
+    return body.decode()
+
+
+def test_stats_observe_counts_each_value_in_its_bucket() -> None:
+    """A histogram counts observations per bucket and keeps their sum and count."""
+    stats = Stats()
+    stats.observe("api_request_seconds", 0.004, label="batch")
+    stats.observe("api_request_seconds", 0.3, label="batch")
+    stats.observe("api_request_seconds", 99.0, label="batch")
+    snap = stats.histograms()[("api_request_seconds", "batch")]
+    assert snap.count == 3
+    assert snap.sum == pytest.approx(99.304)
+    assert snap.counts[0] == 1
+    assert snap.counts[LATENCY_BUCKETS_S.index(0.5)] == 1
+    assert snap.counts[-1] == 1
+
+
+def test_metrics_render_lists_every_issue_metric_with_labels() -> None:
+    """/metrics has per-route, per-reason and per-status counters, buffer gauges, latency and connection state."""
+    stats = Stats()
+    stats.add("messages_received", 3, label="inspection")
+    stats.add("events_delivered", 3)
+    stats.add("dead_letters", label="invalid_json")
+    stats.add("api_retries", 2, label="503")
+    stats.set("last_delivery_time_seconds", 1_700_000_000.0)
+    stats.observe("api_request_seconds", 0.02, label="batch")
+    text = _render(stats)
+    for line in ('mqtt_bridge_messages_received_total{route="inspection"} 3.0',
+                 "mqtt_bridge_events_delivered_total 3.0",
+                 'mqtt_bridge_dead_letters_total{reason="invalid_json"} 1.0',
+                 'mqtt_bridge_api_retries_total{status="503"} 2.0',
+                 "mqtt_bridge_buffer_depth 7.0", "mqtt_bridge_buffer_bytes 4096.0",
+                 "mqtt_bridge_oldest_undelivered_age_seconds 12.5", "mqtt_bridge_mqtt_connected 1.0",
+                 "mqtt_bridge_last_delivery_timestamp_seconds 1.7e+09",
+                 'mqtt_bridge_api_request_seconds_bucket{le="0.025",operation="batch"} 1.0',
+                 'mqtt_bridge_api_request_seconds_count{operation="batch"} 1.0', "mqtt_bridge_ready 1.0"):
+        assert line in text, line
+    assert "mqtt_bridge_process_resident_memory_bytes" in text
+
+
+def test_metrics_registries_of_two_bridges_do_not_clash() -> None:
+    """Each bridge has its own registry: two in one process report their own numbers."""
+    first, second = Stats(), Stats()
+    first.add("events_delivered", 5)
+    second.add("events_delivered", 9)
+    assert "mqtt_bridge_events_delivered_total 5.0" in _render(first)
+    assert "mqtt_bridge_events_delivered_total 9.0" in _render(second)
+
+
+def test_metrics_unknown_counter_is_still_exported() -> None:
+    """A counter added later by another module shows up without a table entry."""
+    stats = Stats()
+    stats.add("frames_debounced", 4, label="cam1")
+    assert 'mqtt_bridge_frames_debounced_total{label="cam1"} 4.0' in _render(stats)
+
+
+class _FailingApi:
+    def create_batch(self, events: list[JsonDict]) -> None:
+        raise RetryableApiError("POST /batch: timed out")
+
+    def upload_image(self, data: bytes, name: str) -> str:
+        return "src-1"
+
+
+def test_timed_api_records_failures_and_successes() -> None:
+    """Every request is timed, also those that fail, under its operation label."""
+    stats = Stats()
+    api = TimedEventsApi(_FailingApi(), stats)
+    assert api.upload_image(b"x", "a.png") == "src-1"
+    with pytest.raises(RetryableApiError):
+        api.create_batch([])
+    histograms = stats.histograms()
+    assert histograms[("api_request_seconds", "upload")].count == 1
+    assert histograms[("api_request_seconds", "batch")].count == 1

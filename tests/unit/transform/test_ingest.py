@@ -1,0 +1,146 @@
+"""Ingest: messages to Vision Event records, or dead letters with reasons."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import orjson
+import pytest
+from PIL import Image
+
+from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.model.record import Record
+from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.routing.router import Router
+from mqtt_bridge.transform.ingest import Ingestor
+
+TOPIC = b"factory/L1/cam2/detections"
+STAMP = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 120, 120)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _ingestor(**route: object) -> Ingestor:
+    base: dict[str, object] = {"topic": "factory/{line}/{camera}/detections", "use_case": "uc-{line}",
+                               "device_id": "{line}-{camera}", "stream_id": "{camera}",
+                               "metadata": {"line": "{line}"}}
+    base.update(route)
+    return Ingestor(Router([RouteConfig.model_validate(base),
+                            RouteConfig.model_validate({"topic": "rf/{cam}", "use_case": "uc",
+                                                        "format": "roboflow", "event_type": "inventory_count"})]),
+                    max_payload_bytes=64 * 1024)
+
+
+def _one(ingestor: Ingestor, payload: JsonDict | bytes, topic: bytes = TOPIC) -> Record:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    result = ingestor.process(topic, raw, time.time())
+    assert result.dead_letter is None, result.dead_letter
+    assert len(result.records) == 1
+    return result.records[0]
+
+
+DET: JsonDict = {"class": "Scratch", "confidence": 0.91, "x": 30, "y": 20, "width": 10, "height": 8}
+
+
+def test_ingest_canonical_message_becomes_a_vision_event() -> None:
+    """Route templates fill useCaseId, deviceId, streamId and metadata; the image carries the boxes."""
+    image = _jpeg()
+    record = _one(_ingestor(), {"detections": [DET], "metadata": {"shift": "B"},
+                                "timestamp": STAMP,
+                                "image": {"data": base64.b64encode(image).decode(), "name": "f.jpg"}})
+    event = record.event
+    assert event["useCaseId"] == "uc-L1"
+    assert event["deviceId"] == "L1-cam2"
+    assert event["streamId"] == "cam2"
+    assert event["eventType"] == "quality_check"
+    assert event["eventData"] == {"result": "fail"}
+    assert event["customMetadata"] == {"line": "L1", "shift": "B"}
+    assert event["timestamp"] == STAMP.replace("Z", ".000Z")
+    assert event["images"] == [{"label": "mqtt-vision-bridge", "objectDetections": [
+        {"class": "Scratch", "x": 30.0, "y": 20.0, "width": 10.0, "height": 8.0, "confidence": 0.91}]}]
+    assert event["displayImagePosition"] == 0
+    assert record.image == image
+
+
+def test_ingest_event_id_is_deterministic_per_message() -> None:
+    """The same message gets the same eventId (redelivery overwrites); another payload gets another."""
+    ingestor = _ingestor()
+    now = int(time.time()) - 60
+    first = _one(ingestor, {"detections": [DET], "timestamp": now})
+    again = _one(ingestor, {"detections": [DET], "timestamp": now})
+    other = _one(ingestor, {"detections": [DET], "timestamp": now + 1})
+    assert first.event_id == again.event_id != other.event_id
+
+
+def test_ingest_event_id_from_payload_field() -> None:
+    """event_id_field takes the id from the payload; a message without it is dead-lettered."""
+    ingestor = Ingestor(Router([RouteConfig.model_validate({"topic": "rf/{cam}", "use_case": "uc",
+                                                            "format": "roboflow", "event_id_field": "inference_id"})]),
+                        max_payload_bytes=4096)
+    record = _one(ingestor, {"inference_id": "inf-42", "predictions": []}, topic=b"rf/c1")
+    assert record.event_id == "inf-42"
+    result = ingestor.process(b"rf/c1", b'{"predictions": []}', time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "event_id_missing"
+
+
+def test_ingest_empty_quality_check_passes_and_safety_alert_is_skipped() -> None:
+    """No detections: quality_check says pass; safety_alert produces no event (design §7)."""
+    assert _one(_ingestor(), {"detections": []}).event["eventData"] == {"result": "pass"}
+    result = _ingestor(event_type="safety_alert").process(TOPIC, b'{"detections": []}', time.time())
+    assert result.records == [] and result.dead_letter is None
+
+
+def test_ingest_roboflow_inference_json() -> None:
+    """Roboflow predictions keep their centre boxes; without an image the event carries a summary."""
+    payload: JsonDict = {"image": {"width": 640, "height": 480}, "inference_id": "abc",
+               "predictions": [{"x": 10, "y": 10, "width": 4, "height": 4, "class": "bolt", "confidence": 0.8},
+                               {"x": 20, "y": 10, "width": 4, "height": 4, "class": "bolt", "confidence": 1.7}]}
+    event = _one(_ingestor(), payload, topic=b"rf/cam9").event
+    assert event["eventType"] == "inventory_count"
+    assert event["eventData"] == {"itemCount": 2, "itemType": "bolt"}
+    assert event["customMetadata"] == {"inferenceId": "abc", "detections": 2, "classes": "bolt"}
+    assert "images" not in event
+
+
+def test_ingest_drops_degenerate_boxes_and_filters_confidence() -> None:
+    """Zero-area boxes are dropped and counted; min_confidence filters detections."""
+    ingestor = _ingestor(min_confidence=0.5)
+    raw = orjson.dumps({"detections": [DET, DET | {"width": 0}, DET | {"confidence": 0.2}]})
+    result = ingestor.process(TOPIC, raw, time.time())
+    assert result.dropped_boxes == 1
+    metadata = result.records[0].event["customMetadata"]
+    assert isinstance(metadata, dict)
+    assert metadata["detections"] == 1
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), [
+    (TOPIC, b"{not json", "invalid_json"),
+    (TOPIC, b"\xff\xfe\x00garbage", "invalid_json"),
+    (TOPIC, b"[" * 100_000 + b"]" * 100_000, "payload_too_large"),
+    (TOPIC, b"[" * 5000 + b"]" * 5000, "invalid_json"),
+    (TOPIC, b"x" * 70_000, "payload_too_large"),
+    (TOPIC, b'{"detections": "many"}', "invalid_message"),
+    (TOPIC, b'{"detections": [{"class": "a", "confidence": "high", "x": 1, "y": 1, "width": 1, "height": 1}]}',
+     "invalid_message"),
+    (TOPIC, b'{"detections": [], "timestamp": "2001-01-01T00:00:00Z"}', "invalid_event"),
+    (TOPIC, b'{"detections": [], "metadata": {"bad/key": 1}}', "invalid_event"),
+    (TOPIC, b'{"detections": [], "image": {"data": "bm90IGFuIGltYWdl"}}', "bad_image"),
+    (TOPIC, b'{"detections": [], "bogus": 1}', "invalid_message"),
+    (TOPIC, b"1" * 400 + b"e999", "invalid_json"),
+    (b"factory/\xff\xfe/cam/detections", b"{}", "topic_not_utf8"),
+    (b"unknown/topic", b"{}", "no_route"),
+    (b"rf/cam", b'{"predictions": [{"class": "a", "confidence": 1, "x": 1, "y": "NaN"}]}', "invalid_message"),
+])
+def test_ingest_hostile_input_is_dead_lettered_with_reason(topic: bytes, payload: bytes, reason: str) -> None:
+    """Bad input never raises: it becomes a dead letter with the reason and the raw bytes."""
+    result = _ingestor().process(topic, payload, time.time())
+    assert result.records == []
+    assert result.dead_letter is not None
+    assert result.dead_letter.reason == reason, result.dead_letter
+    assert result.dead_letter.payload == payload
