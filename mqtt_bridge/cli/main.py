@@ -404,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_emulator)
 
     p = sub.add_parser("demo", help="broker + emulator + bridge + simulated line, in one process")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "config" / "demo.yaml"))
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[2] / "config" / "demo.yaml"))
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--api-port", type=int, default=8080)
     p.add_argument("--interval-s", type=float, default=1.0, help="seconds between frames per camera")
