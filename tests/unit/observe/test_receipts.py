@@ -9,10 +9,11 @@ import pytest
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError
+from mqtt_bridge.model.receipt import parse_receipt
 from mqtt_bridge.model.record import DeadLetter, Record
-from mqtt_bridge.observe.receipts import Receipts, compile_receipt_topics, parse_receipt
+from mqtt_bridge.observe.receipts import Receipts, compile_receipt_topics
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.transform.ingest import derive_event_id
+from mqtt_bridge.transform.identity import derive_event_id
 
 
 class _RecordingClient:
