@@ -5,13 +5,13 @@ Owns: their pydantic models and checks. Must not do I/O.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, IPvAnyNetwork, model_validator
 
 from mqtt_bridge.config.format_options import _Model, _Path
+from mqtt_bridge.routing.templates import has_placeholder
 
 __all__ = ["CompanionImages", "FileReference", "ResizeOptions", "UrlReference"]
 
@@ -19,13 +19,10 @@ __all__ = ["CompanionImages", "FileReference", "ResizeOptions", "UrlReference"]
 _HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$|^[0-9A-Fa-f:.]+$"
 
 
-_TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
-
-
 def _one_source(field: str | None, template: str | None, what: str) -> None:
     if (field is None) == (template is None):
         raise ValueError(f"give the {what} as `field` (a payload path) or `template`, exactly one of them")
-    if template is not None and not _TEMPLATE_RE.search(template):
+    if template is not None and not has_placeholder(template):
         raise ValueError("template has no {placeholder}: every message would name the same image")
 
 

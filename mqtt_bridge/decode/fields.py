@@ -1,9 +1,9 @@
 """Reading untrusted JSON values for the decoders, and the box conventions.
 
-Owns: typed access to fields of a parsed payload that raises `DecodeError("invalid_message")` naming the field,
-dotted-path lookup, the conversion of every box convention (centre-xywh, corners, top-left-xywh; pixels or
-normalized) to the centre-x/y/width/height pixel boxes of the Vision Events API, and inline base64 images.
-Must not do I/O.
+Owns: typed access to fields of a parsed payload that raises `DecodeError("invalid_message")` naming the field
+(dotted paths are read with `model.values.lookup_path`), the conversion of every box convention (centre-xywh,
+corners, top-left-xywh; pixels or normalized) to the centre-x/y/width/height pixel boxes of the Vision Events API,
+and inline base64 images. Must not do I/O.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from datetime import datetime
 
 from mqtt_bridge.decode.base import Decoded, box
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.model.values import JsonDict, JsonValue, lookup_path, parse_timestamp
+from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = [
     "add_box",
     "base64_image",
     "center_box",
-    "lookup",
     "number",
     "optional_number",
     "optional_text",
@@ -31,11 +30,6 @@ __all__ = [
 ]
 
 _MAX_LABEL_CHARS = 256
-
-
-def lookup(document: JsonValue, path: str) -> JsonValue:
-    """Follow a dotted path (`a.b.0.c`; '' is the document itself) through objects and lists; None when missing."""
-    return lookup_path(document, path)
 
 
 def number(value: JsonValue, where: str) -> float:

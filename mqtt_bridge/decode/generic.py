@@ -12,10 +12,10 @@ from __future__ import annotations
 from mqtt_bridge.config.format_options import GenericMapping, ImageSize
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, clamp_confidence, confidence_factor
-from mqtt_bridge.decode.fields import add_box, base64_image, center_box, lookup, number, size_from, text, timestamp
+from mqtt_bridge.decode.fields import add_box, base64_image, center_box, number, size_from, text, timestamp
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.images.checks import image_size
-from mqtt_bridge.model.values import JsonValue
+from mqtt_bridge.model.values import JsonValue, lookup_path
 
 __all__ = ["GenericDecoder", "decode_mapped"]
 
@@ -34,7 +34,7 @@ def _verdict(value: JsonValue, where: str) -> str:
 
 
 def _items(document: JsonValue, path: str) -> list[JsonValue]:
-    found = lookup(document, path)
+    found = lookup_path(document, path)
     if found is None:
         return []
     if isinstance(found, dict):
@@ -47,7 +47,8 @@ def _items(document: JsonValue, path: str) -> list[JsonValue]:
 def _size(document: JsonValue, mapping: GenericMapping, default: ImageSize | None,
           image: bytes) -> tuple[float, float] | None:
     if mapping.image_width_path and mapping.image_height_path:
-        found = size_from(lookup(document, mapping.image_width_path), lookup(document, mapping.image_height_path))
+        found = size_from(lookup_path(document, mapping.image_width_path),
+                          lookup_path(document, mapping.image_height_path))
         if found is not None:
             return found
     if default is not None:
@@ -67,17 +68,17 @@ def decode_mapped(document: JsonValue, mapping: GenericMapping, factor: float = 
     """
     out = Decoded()
     if mapping.image_path:
-        raw_image = lookup(document, mapping.image_path)
+        raw_image = lookup_path(document, mapping.image_path)
         if raw_image is not None:
             out.image = base64_image(raw_image, mapping.image_path)
     if mapping.timestamp_path:
-        out.timestamp = timestamp(lookup(document, mapping.timestamp_path), mapping.timestamp_path)
+        out.timestamp = timestamp(lookup_path(document, mapping.timestamp_path), mapping.timestamp_path)
     if mapping.result_path:
-        verdict = lookup(document, mapping.result_path)
+        verdict = lookup_path(document, mapping.result_path)
         if verdict is not None:
             out.event_data["result"] = _verdict(verdict, mapping.result_path)
     for key, path in mapping.metadata_paths.items():
-        value = lookup(document, path)
+        value = lookup_path(document, path)
         if isinstance(value, str):
             out.metadata[key] = value[:_MAX_METADATA_CHARS]
         elif isinstance(value, bool | int | float):
@@ -88,20 +89,20 @@ def decode_mapped(document: JsonValue, mapping: GenericMapping, factor: float = 
         size = _size(document, mapping, default_size, out.image or referenced_image)
     for index, item in enumerate(_items(document, mapping.detections_path)):
         where = f"{mapping.detections_path or '(document)'}[{index}]"
-        label = text(lookup(item, mapping.class_path), f"{where}.{mapping.class_path}")
-        raw_confidence = lookup(item, mapping.confidence_path) if mapping.confidence_path else None
+        label = text(lookup_path(item, mapping.class_path), f"{where}.{mapping.class_path}")
+        raw_confidence = lookup_path(item, mapping.confidence_path) if mapping.confidence_path else None
         confidence = (mapping.default_confidence if raw_confidence is None
                       else number(raw_confidence, f"{where}.{mapping.confidence_path}") * factor)
         if box_mapping is None:
             out.classifications.append({"class": label, "confidence": clamp_confidence(confidence)})
             continue
         if box_mapping.path is not None:
-            raw = lookup(item, box_mapping.path)
+            raw = lookup_path(item, box_mapping.path)
             if not isinstance(raw, list) or len(raw) != 4:
                 raise DecodeError("invalid_message", f"{where}.{box_mapping.path} must be a list of four numbers")
             values = tuple(number(v, f"{where}.{box_mapping.path}[{i}]") for i, v in enumerate(raw))
         else:
-            values = tuple(number(lookup(item, p), f"{where}.{p}") for p in box_mapping.fields)
+            values = tuple(number(lookup_path(item, p), f"{where}.{p}") for p in box_mapping.fields)
         a, b, c, d = values
         center = center_box(box_mapping.convention, (a, b, c, d), is_normalized=box_mapping.normalized, size=size)
         add_box(out, label, center, confidence)

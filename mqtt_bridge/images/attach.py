@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from mqtt_bridge.config.routes import ImageOptions
 from mqtt_bridge.decode.base import Decoded, Message
-from mqtt_bridge.decode.fields import base64_image, lookup
+from mqtt_bridge.decode.fields import base64_image
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.images.checks import ImageLimits, inspect_image, shrink
 from mqtt_bridge.model.event import MAX_METADATA_KEYS
-from mqtt_bridge.model.values import JsonDict, JsonValue
+from mqtt_bridge.model.values import JsonDict, JsonValue, lookup_path
 
 __all__ = ["Attachment", "ImageAttacher", "scale_predictions"]
 
@@ -105,7 +105,7 @@ class ImageAttacher:
         path = self._options.base64_path
         if path is None:
             return None
-        value = lookup(message.json(), path)
+        value = lookup_path(message.json(), path)
         if value is None:
             return None
         return Attachment("inline", base64_image(value, path))

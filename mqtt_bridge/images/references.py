@@ -32,16 +32,16 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.decode.fields import lookup
 from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
 from mqtt_bridge.images.attach import Attachment
 from mqtt_bridge.images.companion import CompanionJoin, JoinOutcome
 from mqtt_bridge.images.fetch import UrlFetcher, UrlPolicy
 from mqtt_bridge.images.files import read_under_roots
 from mqtt_bridge.model.inbound import Inbound
-from mqtt_bridge.model.values import JsonValue
+from mqtt_bridge.model.values import JsonValue, lookup_path
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.routing.router import CompiledRoute, Router, TopicTemplate, ValueTemplate
+from mqtt_bridge.routing.router import CompiledRoute, Router
+from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
 __all__ = ["FETCH_WORKERS", "ImageReferences", "ReplayResolver", "Resolved", "compile_image_references"]
 
@@ -51,10 +51,7 @@ FETCH_WORKERS = 4
 _FETCH_QUEUE = 16
 _TICK_S = 0.05
 _MISSING_LOG_EVERY_S = 60.0
-_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-_LEVEL_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\*?\}$")
 _PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
-_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,41 +66,6 @@ class Resolved(Inbound):
 def _resolved(message: Inbound, attachment: Attachment | None, companions: tuple[Inbound, ...] = ()) -> Resolved:
     return Resolved(message.topic, message.payload, message.mid, message.qos, message.generation,
                     message.received_at_s, message.retain, attachment, companions)
-
-
-class _Template:
-    """A URL or path template: `{level}`, `{topic}`, `{payload.path}`; every inserted value passes `clean`."""
-
-    def __init__(self, template: str, names: frozenset[str], where: str) -> None:
-        self.template = template
-        problems = [f"unknown placeholder {{{key}}} (topic levels: {', '.join(sorted(names)) or 'none'}; "
-                    "or topic, payload.<path>)"
-                    for key in _PLACEHOLDER_RE.findall(template)
-                    if key != "topic" and key not in names
-                    and not (key.startswith("payload.") and _PATH_RE.match(key[len("payload."):]))]
-        if problems:
-            raise ConfigError([(where, p) for p in problems])
-
-    def render(self, captures: dict[str, str], topic: str, document: JsonValue,
-               clean: Callable[[str], str]) -> str | None:
-        """The filled template; None when a payload field is missing."""
-        missing = False
-
-        def fill(match: re.Match[str]) -> str:
-            nonlocal missing
-            key = match.group(1)
-            if key == "topic":
-                return clean(topic)
-            if key in captures:
-                return clean(captures[key])
-            value = lookup(document, key[len("payload."):])
-            if value is None or isinstance(value, dict | list):
-                missing = True
-                return ""
-            return clean(str(value).lower() if isinstance(value, bool) else str(value))
-
-        rendered = _PLACEHOLDER_RE.sub(fill, self.template)
-        return None if missing else rendered
 
 
 def _url_value(value: str) -> str:
@@ -131,7 +93,7 @@ class _Plan:
         where = f"routes[{route.index}].image"
         names = route.topic.names
         self.field: str | None = None
-        self.template: _Template | None = None
+        self.template: ValueTemplate | None = None
         self.fetcher: UrlFetcher | None = None
         self.join: CompanionJoin[Inbound] | None = None
         self.max_bytes = options.max_bytes
@@ -140,7 +102,8 @@ class _Plan:
             self.kind = "url"
             self.field = options.url.field
             if options.url.template is not None:
-                self.template = _Template(options.url.template, names, f"{where}.url.template")
+                self.template = ValueTemplate(options.url.template, names, f"{where}.url.template",
+                                              escape=_url_value)
             self.fetcher = UrlFetcher(UrlPolicy(
                 allow_hosts=tuple(options.url.allow_hosts), allow_networks=tuple(options.url.allow_private_networks),
                 timeout_s=options.url.timeout_s, max_bytes=options.max_bytes,
@@ -149,13 +112,14 @@ class _Plan:
             self.kind = "file"
             self.field = options.file.field
             if options.file.template is not None:
-                self.template = _Template(options.file.template, names, f"{where}.file.template")
+                self.template = ValueTemplate(options.file.template, names, f"{where}.file.template",
+                                              escape=_path_value)
         else:
             companion = options.companion
             assert companion is not None
             self.kind = "companion"
             self.image_topic = TopicTemplate(companion.topic, f"{where}.companion.topic")
-            levels = [m.group(1) for level in companion.topic.split("/") if (m := _LEVEL_RE.match(level))]
+            levels = self.image_topic.level_names
             key_text = companion.key if companion.key is not None else "/".join(f"{{{n}}}" for n in levels)
             self.key = ValueTemplate(key_text, names, f"{where}.companion.key")
             image_key_text = companion.image_key if companion.image_key is not None else key_text
@@ -183,7 +147,7 @@ class _Plan:
             return None  # ingest dead-letters it as invalid_json
         try:
             if self.field is not None:
-                value = lookup(document, self.field)
+                value = lookup_path(document, self.field)
                 if value is None:
                     return None  # the message names no image: it is sent without one
                 if not isinstance(value, str):
@@ -192,8 +156,7 @@ class _Plan:
                 reference = value
             else:
                 assert self.template is not None
-                rendered = self.template.render(captures, topic, document,
-                                                _url_value if self.kind == "url" else _path_value)
+                rendered = self.template.render_or_none(captures, topic, document)
                 if rendered is None:
                     return None
                 reference = rendered

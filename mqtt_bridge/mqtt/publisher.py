@@ -33,6 +33,14 @@ class MqttPublisher:
         self._client.max_inflight_messages_set(100)
         self._last: paho.MQTTMessageInfo | None = None
 
+    @classmethod
+    def to_broker(cls, client_id: str, *, host: str, port: int, username: str | None, password: str | None,
+                  protocol: str) -> MqttPublisher:
+        """A publisher for a broker given by its settings (validated as the `mqtt` section is; the SDK's way in)."""
+        config = MqttConfig.model_validate({"host": host, "port": port, "username": username,
+                                            "password": password, "protocol": protocol})
+        return cls(config, client_id)
+
     def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if not reason_code.is_failure:

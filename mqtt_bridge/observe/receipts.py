@@ -1,10 +1,11 @@
 """Delivery receipts: after an event is delivered or dead-lettered, publish `{eventId, status, reason, sourceTopic}`
 on the route's `receipt_topic`, so that the software that sent the detection can confirm it reached the cloud.
 
-Owns: compiling `routes[].receipt_topic` templates, the receipt message, and a bounded hand-off queue so that
-receipts never block or break delivery: the hooks only `put_nowait` (a full queue drops the receipt and counts it),
-the thread body renders and hands the receipt to a non-blocking MQTT client (its own connection, see
-`subscriber.MqttPublisher.start_background`) that keeps a bounded backlog while the broker is away. Receipts are
+Owns: compiling `routes[].receipt_topic` templates, sending the receipt message (`model.receipt`; the eventId of
+a message dead-lettered at ingest comes from `transform.identity`), and a bounded hand-off queue so that receipts
+never block or break delivery: the hooks only `put_nowait` (a full queue drops the receipt and counts it), the
+thread body renders and hands the receipt to a non-blocking MQTT client (its own connection, see
+`mqtt.publisher.MqttPublisher.start_background`) that keeps a bounded backlog while the broker is away. Receipts are
 best effort: a lost receipt is counted in `receipts_lost{reason}`, never retried from disk. A receipt topic that
 the bridge itself subscribes to is refused (it would feed its own receipts back as messages).
 """
@@ -16,7 +17,6 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,48 +24,20 @@ import orjson
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError, DecodeError
+from mqtt_bridge.model.receipt import Receipt
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonValue, format_timestamp
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.routing.router import CompiledRoute, Router, ValueTemplate, lookup_path
-from mqtt_bridge.transform.ingest import derive_event_id
+from mqtt_bridge.routing.router import CompiledRoute, Router
+from mqtt_bridge.routing.templates import ValueTemplate
+from mqtt_bridge.transform.identity import format_reads_own_id, message_event_id
 
-__all__ = ["Receipt", "ReceiptClient", "Receipts", "compile_receipt_topics", "parse_receipt"]
+__all__ = ["ReceiptClient", "Receipts", "compile_receipt_topics"]
 
 log = logging.getLogger(__name__)
 
 _PARSE_LIMIT = 1 << 20  # look for an event_id only in payloads up to 1 MiB
 _REASON_CHARS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """One delivery receipt as published (and as `publish.Publisher` returns it)."""
-
-    event_id: str
-    status: str  # "delivered" or "dead_lettered"
-    reason: str
-    source_topic: str
-    route: str = ""
-    timestamp: str = ""
-
-    def to_bytes(self) -> bytes:
-        """The receipt message: UTF-8 JSON."""
-        return orjson.dumps({"eventId": self.event_id, "status": self.status, "reason": self.reason,
-                             "sourceTopic": self.source_topic, "route": self.route, "timestamp": self.timestamp})
-
-
-def parse_receipt(payload: bytes) -> Receipt | None:
-    """Read a receipt message; None when it is not one."""
-    try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("eventId"), str):
-        return None
-    return Receipt(event_id=raw["eventId"], status=str(raw.get("status", "")), reason=str(raw.get("reason", "")),
-                   source_topic=str(raw.get("sourceTopic", "")), route=str(raw.get("route", "")),
-                   timestamp=str(raw.get("timestamp", "")))
 
 
 class ReceiptClient(Protocol):
@@ -113,13 +85,8 @@ def _event_id_of_message(route: CompiledRoute, topic: str, payload: bytes) -> st
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             document = None
-    if route.config.event_id_field:
-        value = lookup_path(document, route.config.event_id_field)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)
-    if isinstance(document, dict) and isinstance(document.get("event_id"), str) and document["event_id"]:
-        return str(document["event_id"])
-    return derive_event_id(route.label, topic, payload)
+    return message_event_id(route.label, topic, payload, document, id_field=route.config.event_id_field,
+                            reads_own_id=format_reads_own_id(route.config.format))
 
 
 class Receipts:

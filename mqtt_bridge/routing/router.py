@@ -1,129 +1,19 @@
-"""Topic routing: topic templates from the config compiled to MQTT filters and matchers, and value templates.
+"""Topic routing: the routes of the config compiled with their templates, and the first route matching a topic.
 
-Owns: the `{name}` template syntax. A topic template such as `factory/{line}/{camera}/detections` matches one level
-per `{name}` (subscribed as `+`), a last level `{name*}` matches the rest (subscribed as `#`), and bare `+` / `#`
-match without a name. Value templates such as `"{line}-{camera}"` or `"{payload.sensor.id}"` are rendered from the
-captured levels, `{topic}`, and payload fields. Must not do I/O.
+Owns: compiling each route's topic and value templates (their grammar is `routing.templates`), collecting every
+route's problems into one ConfigError, the subscription filters, and the match of a topic to its route (cached).
+Must not do I/O.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Final
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
-from mqtt_bridge.model.values import JsonValue, lookup_path
+from mqtt_bridge.errors import ConfigError, RouteNotFound
+from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
-__all__ = ["CompiledRoute", "Router", "TopicTemplate", "ValueTemplate", "lookup_path"]
-
-_NAME_RE: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\*)?\}$")
-_PLACEHOLDER_RE: Final = re.compile(r"\{([^{}]*)\}")
-_PATH_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
-_WILDCARD: Final = object()
-
-
-class TopicTemplate:
-    """A compiled topic template: its subscription filter and a matcher that captures named levels."""
-
-    def __init__(self, template: str, where: str) -> None:
-        self.template = template
-        levels = template.split("/")
-        self._levels: list[tuple[str | None, bool, str | None]] = []  # (literal, is_multi, capture name)
-        filter_levels = []
-        problems = []
-        if template.startswith("$"):
-            problems.append("topics starting with $ are broker-internal and cannot be routed")
-        for index, level in enumerate(levels):
-            is_last = index == len(levels) - 1
-            match = _NAME_RE.match(level)
-            if match:
-                multi = match.group(2) == "*"
-                if multi and not is_last:
-                    problems.append(f"{level} must be the last level")
-                self._levels.append((None, multi, match.group(1)))
-                filter_levels.append("#" if multi else "+")
-            elif level in ("+", "#"):
-                if level == "#" and not is_last:
-                    problems.append("# must be the last level")
-                self._levels.append((None, level == "#", None))
-                filter_levels.append(level)
-            elif "{" in level or "}" in level or "+" in level or "#" in level or "\x00" in level:
-                problems.append(f"level {level!r}: a {{name}} or wildcard must fill a whole topic level")
-            else:
-                self._levels.append((level, False, None))
-                filter_levels.append(level)
-        names = [name for _, _, name in self._levels if name]
-        if len(names) != len(set(names)):
-            problems.append("a level name is used twice")
-        if problems:
-            raise ConfigError([(where, p) for p in problems])
-        self.names = frozenset(names)
-        self.subscription = "/".join(filter_levels)
-
-    def match(self, topic_levels: list[str]) -> dict[str, str] | None:
-        """Return the captured levels when the topic matches, else None."""
-        captures: dict[str, str] = {}
-        for index, (literal, multi, name) in enumerate(self._levels):
-            if multi:
-                # MQTT: `a/#` also matches `a` itself
-                if name:
-                    captures[name] = "/".join(topic_levels[index:])
-                return captures
-            if index >= len(topic_levels):
-                return None
-            level = topic_levels[index]
-            if literal is not None:
-                if level != literal:
-                    return None
-            elif name:
-                captures[name] = level
-        return captures if len(topic_levels) == len(self._levels) else None
-
-
-class ValueTemplate:
-    """A string with `{level}`, `{topic}` or `{payload.path}` placeholders; plain strings render as themselves."""
-
-    def __init__(self, template: str, level_names: frozenset[str], where: str) -> None:
-        self.template = template
-        self._parts: list[tuple[str, str | None]] = []  # (literal text, placeholder or None)
-        position = 0
-        problems = []
-        for match in _PLACEHOLDER_RE.finditer(template):
-            key = match.group(1)
-            is_payload_path = key.startswith("payload.") and _PATH_RE.match(key[len("payload."):]) is not None
-            if key != "topic" and key not in level_names and not is_payload_path:
-                known = ", ".join(sorted(level_names)) or "none"
-                problems.append(
-                    f"unknown placeholder {{{key}}} (topic levels: {known}; or topic, payload.<path>)")
-            self._parts.append((template[position:match.start()], key))
-            position = match.end()
-        self._parts.append((template[position:], None))
-        if problems:
-            raise ConfigError([(where, p) for p in problems])
-        self.is_constant = len(self._parts) == 1
-
-    def render(self, captures: dict[str, str], topic: str, payload: JsonValue) -> str:
-        """Fill the placeholders. Raises DecodeError when a payload field is missing or not a scalar."""
-        if self.is_constant:
-            return self.template
-        out = []
-        for text, key in self._parts:
-            out.append(text)
-            if key is None:
-                continue
-            if key == "topic":
-                out.append(topic)
-            elif key in captures:
-                out.append(captures[key])
-            else:
-                value = lookup_path(payload, key[len("payload."):])
-                if value is None or isinstance(value, dict | list):
-                    raise DecodeError("template_field_missing",
-                                      f"{{{key}}} in {self.template!r} has no scalar value in the payload")
-                out.append(str(value).lower() if isinstance(value, bool) else str(value))
-        return "".join(out)
+__all__ = ["CompiledRoute", "Router"]
 
 
 @dataclass(frozen=True, slots=True)

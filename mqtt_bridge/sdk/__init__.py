@@ -1,3 +1,3 @@
 """The publisher helper for PLC-adjacent software: builds canonical detection messages and publishes them.
-Imports model/ and mqtt/ only.
+Imports model/, mqtt/ and transform.identity only (no decoders, no Pillow).
 """

@@ -1,7 +1,9 @@
 """The publisher helper for PLC-adjacent software: build canonical detection messages and publish them with QoS 1.
 
 Owns: the Python API that producers use (`build_message`, `Publisher`) so that their messages always match
-`config/message.schema.json`. Publishing goes through `subscriber.MqttPublisher` (paho stays behind one module).
+`config/message.schema.json`. Publishing goes through `mqtt.publisher.MqttPublisher` (paho stays behind `mqtt/`);
+the eventId a receipt is matched by follows `transform.identity`, the bridge's own rule. Imports only `model/`,
+`mqtt/` and `transform.identity` (no decoders, no Pillow).
 
     from mqtt_bridge.sdk.publisher import Detection, Publisher
     with Publisher(host="broker.plant.local") as pub:
@@ -20,11 +22,10 @@ from types import TracebackType
 
 import orjson
 
-from mqtt_bridge.config.sections import MqttConfig
-from mqtt_bridge.model.values import JsonDict, format_timestamp
+from mqtt_bridge.model.receipt import Receipt, parse_receipt
+from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
 from mqtt_bridge.mqtt.publisher import MqttPublisher
-from mqtt_bridge.observe.receipts import Receipt, parse_receipt
-from mqtt_bridge.transform.ingest import derive_event_id
+from mqtt_bridge.transform.identity import derive_event_id, message_event_id, own_event_id
 
 __all__ = ["Detection", "Publisher", "Receipt", "build_message"]
 
@@ -74,9 +75,8 @@ class Publisher:
 
     def __init__(self, host: str = "localhost", port: int = 1883, client_id: str = "mqtt-bridge-publisher",
                  username: str | None = None, password: str | None = None, protocol: str = "3.1.1") -> None:
-        config = MqttConfig.model_validate({"host": host, "port": port, "username": username,
-                                            "password": password, "protocol": protocol})
-        self._publisher = MqttPublisher(config, client_id)
+        self._publisher = MqttPublisher.to_broker(client_id, host=host, port=port, username=username,
+                                                  password=password, protocol=protocol)
         self._lock = threading.Lock()
         self._receipt_filters: set[str] = set()
         self._receipts: dict[str, Receipt] = {}
@@ -91,23 +91,27 @@ class Publisher:
         self._publisher.close()
 
     def publish_raw(self, topic: str, payload: bytes, *, wait: bool = True, wait_receipt_s: float | None = None,
-                    event_id: str | None = None, route: str | None = None,
+                    event_id: str | None = None, route: str | None = None, event_id_field: str | None = None,
                     receipt_topic: str | None = None) -> Receipt | None:
         """Publish bytes as they are (QoS 1).
 
         With `wait_receipt_s`, wait that long for the bridge's delivery receipt and return it (None on timeout).
-        The receipt is matched by eventId: `event_id`, else the message's `event_id` field, else the id the bridge
-        derives, which needs the bridge's `route` name. `receipt_topic` defaults to `<topic>/receipt`.
+        The receipt is matched by eventId: `event_id`, else the one the bridge gives the message
+        (`transform.identity`): the message's own `event_id` field, else the route's `event_id_field` (give it when
+        the route has one), else the id derived from the message, which needs the bridge's `route` name.
+        `receipt_topic` defaults to `<topic>/receipt`.
         """
         if wait_receipt_s is None:
             self._publisher.publish(topic, payload, wait=wait)
             return None
         if event_id is None:
-            event_id = _event_id_in(payload)
-        if event_id is None:
-            if route is None:
-                raise ValueError("waiting for a receipt needs the event_id, an event_id in the message, or the route")
-            event_id = derive_event_id(route, topic, payload)
+            document = _document(payload)
+            event_id = own_event_id(document)
+            if event_id is None:
+                if route is None:
+                    raise ValueError(
+                        "waiting for a receipt needs the event_id, an event_id in the message, or the route")
+                event_id = message_event_id(route, topic, payload, document, id_field=event_id_field)
         self._listen(receipt_topic or f"{topic}/receipt")
         self._publisher.publish(topic, payload, wait=True)
         return self._await_receipt(event_id, wait_receipt_s)
@@ -163,11 +167,10 @@ class Publisher:
                                 receipt_topic=receipt_topic)
 
 
-def _event_id_in(payload: bytes) -> str | None:
+def _document(payload: bytes) -> JsonValue:
+    """The parsed payload; None when it is not JSON."""
     try:
-        document = orjson.loads(payload)
+        document: JsonValue = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(document, dict) and isinstance(document.get("event_id"), str) and document["event_id"]:
-        return str(document["event_id"])
-    return None
+    return document

@@ -1,16 +1,14 @@
 """Ingest: one MQTT message (topic bytes, payload bytes) → buffered records, or a dead letter with its reason.
 
 Owns: the order of checks on untrusted input (size cap before parsing, topic encoding, route, decoder, event
-rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the deterministic
-`eventId` of each event a message yields, the debounce state, and how a decoded message becomes a Vision Event body
-(route templates, the typing rules and filters of `rules`). Pure: no I/O, no threads, never raises on bad input.
+rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the debounce state,
+and how a decoded message becomes a Vision Event body (route templates, the typing rules and filters of `rules`, the
+eventId of `identity`). Pure: no I/O, no threads, never raises on bad input.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,17 +20,15 @@ from mqtt_bridge.images.attach import Attachment, ImageAttacher
 from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
-from mqtt_bridge.routing.router import CompiledRoute, Router, ValueTemplate, lookup_path
+from mqtt_bridge.routing.router import CompiledRoute, Router
+from mqtt_bridge.routing.templates import ValueTemplate
+from mqtt_bridge.transform.identity import event_id_for
 from mqtt_bridge.transform.rules import Debouncer, event_classes, event_data_for, filter_predictions, located
 
-__all__ = ["EVENT_ID_NAMESPACE", "IMAGE_LABEL", "IngestResult", "Ingestor", "derive_event_id"]
+__all__ = ["IMAGE_LABEL", "IngestResult", "Ingestor"]
 
 log = logging.getLogger(__name__)
 
-EVENT_ID_NAMESPACE = uuid.UUID("6c1f3a4e-2b7d-5e8f-9a10-4b2c3d4e5f60")
-# further events of one message, and events keyed by an object id, hash in namespaces of their own
-_PART_NAMESPACE = uuid.UUID("0b6c9f1e-7d2a-5c3b-8e4f-1a2b3c4d5e6f")
-_KEY_NAMESPACE = uuid.UUID("9d8e7f6a-5b4c-5d3e-8f2a-1b0c9d8e7f6a")
 IMAGE_LABEL = "mqtt-vision-bridge"
 _DEFAULT_EVENT_TYPE = "quality_check"
 
@@ -48,18 +44,6 @@ class IngestResult:
     suppressed: int = 0  # events held back by the route's debounce (counted, never dead-lettered)
     # per record without an image for its boxes: the predictions the API cannot take (shown by dry runs only)
     unattached: list[JsonDict] = field(default_factory=list)
-
-
-def derive_event_id(route: str, topic: str, payload: bytes) -> str:
-    """UUIDv5 of route, topic and payload bytes: a redelivered message gets the same id, so the API overwrites."""
-    digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + route.encode() + b"\n" + topic.encode() + b"\n" + payload,
-                          usedforsecurity=False).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=5))
-
-
-def _uuid5(namespace: uuid.UUID, *parts: bytes) -> str:
-    digest = hashlib.sha1(namespace.bytes + b"\n".join(parts), usedforsecurity=False).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def _render_fields(fields: dict[str, ValueTemplate | str | int | float | bool], captures: dict[str, str],
@@ -160,24 +144,6 @@ class Ingestor:
                     outcome.unattached.append({"eventId": event["eventId"], **lists})
         return outcome
 
-    def _event_id(self, route: CompiledRoute, message: Message, document: JsonValue, decoded: Decoded, index: int,
-                  count: int) -> str:
-        """The eventId: the payload's own, a route's `event_id_field`, an object key, or UUIDv5 of the message."""
-        if decoded.event_id is not None:
-            return decoded.event_id
-        field_path = route.config.event_id_field
-        if field_path:
-            value = lookup_path(document, field_path)
-            if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
-                raise DecodeError("event_id_missing", f"payload field {field_path!r} holds no id")
-            return str(value) if index == 0 or count == 1 else f"{value}-{index}"
-        if decoded.key is not None:
-            return _uuid5(_KEY_NAMESPACE, route.label.encode(), decoded.key.encode())
-        if index == 0:
-            return derive_event_id(route.label, message.topic, message.payload)
-        return _uuid5(_PART_NAMESPACE, str(index).encode(), route.label.encode(), message.topic.encode(),
-                      message.payload)
-
     def _event(self, route: CompiledRoute, captures: dict[str, str], message: Message, document: JsonValue,
                decoded: Decoded, index: int, count: int) -> JsonDict | None:
         config = route.config
@@ -191,7 +157,8 @@ class Ingestor:
         event_data = {**(event_data or {}), **route_data, **decoded.event_data}
         stamp = decoded.timestamp or datetime.fromtimestamp(message.received_at_s, tz=UTC)
         event: JsonDict = {
-            "eventId": self._event_id(route, message, document, decoded, index, count),
+            "eventId": event_id_for(route.label, topic, message.payload, document, own_id=decoded.event_id,
+                                    id_field=config.event_id_field, key=decoded.key, index=index, count=count),
             "eventType": event_type,
             "useCaseId": route.use_case.render(captures, topic, document),
             "timestamp": format_timestamp(stamp),

@@ -93,6 +93,35 @@ def test_layers_product_never_imports_devtools() -> None:
         assert not dev, f"{name} imports {dev}"
 
 
+# the publisher SDK runs in producers' processes: it must not pull in decoders, Pillow or the bridge's pipeline
+SDK_MAY_IMPORT = ("model.", "mqtt.", "transform.identity", "errors")
+
+
+def _from_within(name: str, allowed: tuple[str, ...]) -> bool:
+    """`name` (a module, or a name imported from one: `errors.DecodeError`) lies within one of `allowed`."""
+    return any(name == owner.rstrip(".") or name.startswith(owner.rstrip(".") + ".") for owner in allowed)
+
+
+def test_layers_sdk_imports_only_model_mqtt_and_identity() -> None:
+    """sdk/ imports of the package only model/, mqtt/, transform.identity and errors."""
+    for name, imports in _modules().items():
+        if _within(name, ("sdk.",)):
+            beyond = {i for i in _ours(imports) if not _from_within(i, SDK_MAY_IMPORT)}
+            assert not beyond, f"{name} imports {beyond}"
+
+
+def test_layers_identity_imports_only_the_foundation() -> None:
+    """transform.identity (which the SDK imports) imports of the package only model/ and errors: nothing heavy."""
+    beyond = {i for i in _ours(_modules()["transform.identity"]) if not _from_within(i, FOUNDATION)}
+    assert not beyond, f"transform.identity imports {beyond}"
+
+
+def test_layers_templates_import_nothing_of_config() -> None:
+    """routing.templates, the one template grammar, imports only the foundation, so that config/ can use it."""
+    beyond = {i for i in _ours(_modules()["routing.templates"]) if not _from_within(i, FOUNDATION)}
+    assert not beyond, f"routing.templates imports {beyond}"
+
+
 def test_layers_no_import_cycles() -> None:
     """The package's import graph is acyclic (module-level and deferred imports both count)."""
     graph = {name: _ours(imports) for name, imports in _modules().items()}

@@ -9,10 +9,11 @@ import pytest
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError
+from mqtt_bridge.model.receipt import parse_receipt
 from mqtt_bridge.model.record import DeadLetter, Record
-from mqtt_bridge.observe.receipts import Receipts, compile_receipt_topics, parse_receipt
+from mqtt_bridge.observe.receipts import Receipts, compile_receipt_topics
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.transform.ingest import derive_event_id
+from mqtt_bridge.transform.identity import derive_event_id
 
 
 class _RecordingClient:
@@ -80,6 +81,26 @@ def test_receipts_for_ingest_dead_letters_carry_the_derived_event_id() -> None:
     _run(receipts)
     ids = [orjson.loads(payload)["eventId"] for _, payload in client.sent]
     assert ids == [derive_event_id("inspection", "f/L1/cam2/detections", payload), "mine-7"]
+
+
+def test_receipts_for_ingest_dead_letters_follow_the_ingest_precedence() -> None:
+    """The message's own event_id beats the route's event_id_field (as at ingest), and only formats whose decoder
+    reads an own id take it (a roboflow payload's event_id is not its eventId)."""
+    client = _RecordingClient()
+    routes = [_route(receipt_topic="{topic}/receipt", event_id_field="meta.serial"),
+              RouteConfig.model_validate({"name": "rf", "topic": "rf/{camera}", "use_case": "uc",
+                                          "format": "roboflow", "receipt_topic": "{topic}/receipt"})]
+    receipts = Receipts(routes, client, Stats())
+    both = b'{"event_id": "mine-8", "meta": {"serial": "s-1"}, "detections": [{"class": 5}]}'
+    roboflow = b'{"event_id": "not-this", "predictions": 5}'
+    receipts.on_commit([], [
+        DeadLetter(reason="invalid_message", detail="", topic="f/L1/cam2/detections", route="inspection",
+                   payload=both, received_at_s=1.0, dead_at_s=1.0),
+        DeadLetter(reason="invalid_message", detail="", topic="rf/c1", route="rf", payload=roboflow,
+                   received_at_s=1.0, dead_at_s=1.0)])
+    _run(receipts)
+    ids = [orjson.loads(payload)["eventId"] for _, payload in client.sent]
+    assert ids == ["mine-8", derive_event_id("rf", "rf/c1", roboflow)]
 
 
 def test_receipts_refuse_a_topic_the_bridge_subscribes_to() -> None:
