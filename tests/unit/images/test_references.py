@@ -103,6 +103,7 @@ def test_references_companion_pairs_by_key_in_either_order(stage: _Stage) -> Non
     assert [m.companions for m in paired] == [(image,), (other_image,)]
     assert stage.acked == []
     assert stage.stats.count("companion_images_paired", "cams") == 2
+    assert paired[0].ack() is True and stage.acked == [first, image]  # the image is acked with its detection
 
 
 def test_references_companion_window_releases_and_drops(stage: _Stage) -> None:
