@@ -1,10 +1,13 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
-Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher), the one stop
+Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher, and the outcome
+hooks that trace and receipts hear them through). It wires; it does not relay: each message carries its own ack
+(`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes themselves. Also the one stop
 event, the watchdog (any thread that dies stops everything with a non-zero exit), signals, and the ordered
 shutdown: stop intake and the image-reference threads (commit and ack what was received; messages still waiting
 for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish the batch in flight →
-close the buffer. Nothing else in the package starts threads for the bridge.
+close the buffer; each step joins the thread handles kept at start. Nothing else in the package starts threads for
+the bridge.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.api.usecases import check_use_cases
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.errors import ApiError, BufferError_, ConfigError
-from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences, Resolved
+from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences
 from mqtt_bridge.images.shedding import ImageShedder
-from mqtt_bridge.model.inbound import Inbound
-from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.mqtt.publisher import MqttPublisher
 from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.health import HealthServer
+from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
 from mqtt_bridge.observe.receipts import Receipts
 from mqtt_bridge.observe.stats import Stats
@@ -78,7 +80,12 @@ class Service:
         self._router = Router(list(config.routes))
         self._buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
         self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # every thread started here, for the watchdog
+        # the handles shutdown joins, in its order: receiver and image threads, flusher, receipts
+        self._intake_thread: threading.Thread | None = None
+        self._image_threads: list[threading.Thread] = []
+        self._flusher_thread: threading.Thread | None = None
+        self._receipts_thread: threading.Thread | None = None
         self._api: VisionEventsClient | None = None
         self._subscriber: MqttSubscriber | None = None
         self._intake: Intake | None = None
@@ -120,26 +127,27 @@ class Service:
             if any(route.receipt_topic for route in config.routes):
                 self._receipt_client = MqttPublisher(config.mqtt, f"{config.mqtt.client_id}-receipts")
                 self._receipts = Receipts(config.routes, self._receipt_client, self.stats)
+            # trace and receipts hear the outcomes from the stages themselves, each hook isolated
+            observers: list[OutcomeHook] = [self.trace] if self._receipts is None else [self.trace, self._receipts]
+            hooks = OutcomeHooks(observers)
             self._flusher = Flusher(
                 self._buffer, TimedEventsApi(self._api, self.stats),
                 FlushSettings(config.flush.max_events, config.flush.max_bytes, config.flush.max_wait_s,
                               config.api.retry_min_s, config.api.retry_max_s),
-                self.stats, self._flusher_stop, self._wake, on_outcome=self._on_outcome,
-                on_auth_error=self._api.refresh_key)
+                self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
-            subscriptions = self._router.subscriptions()
-            if ImageReferences.is_needed(list(config.routes)):
-                self._references = ImageReferences(self._router, self._forward, self._ack_dropped, self.stats,
-                                                   self.stop_event, config.mqtt.max_payload_bytes)
-                subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
-            self._subscriber = MqttSubscriber(config.mqtt, subscriptions, self._offer, self.fail)
-            self._intake = Intake(ingestor, self._buffer,
-                                  self._subscriber.ack if self._references is None else self._ack_with_images,
-                                  self.stats, self.stop_event,
-                                  self._wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000),
-                                  on_commit=self._on_commit,
+            self._intake = Intake(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
+                                  max_pending=max(2 * config.mqtt.receive_maximum, 1000), hooks=hooks,
                                   shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
                                   else None)
+            subscriptions = self._router.subscriptions()
+            first_stage = self._intake.offer  # each message acks itself (Inbound.ack) once it is done with
+            if ImageReferences.is_needed(list(config.routes)):
+                self._references = ImageReferences(self._router, self._intake.offer, self.stats, self.stop_event,
+                                                   config.mqtt.max_payload_bytes)
+                subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
+                first_stage = self._references.offer  # parks it, fetches its image, or passes it on
+            self._subscriber = MqttSubscriber(config.mqtt, subscriptions, first_stage, self.fail)
         except Exception:
             self._buffer.close()
             raise
@@ -153,42 +161,16 @@ class Service:
         if self._receipts is not None and self._receipt_client is not None:
             self._receipt_client.start_background(max_queued=10_000)
             receipts = self._receipts
-            self._spawn("receipts", lambda: receipts.run(self._receipts_stop))
-        self._spawn("flusher", self._flusher.run)
-        self._spawn("intake", self._intake.run)
+            self._receipts_thread = self._spawn("receipts", lambda: receipts.run(self._receipts_stop))
+        self._flusher_thread = self._spawn("flusher", self._flusher.run)
+        self._intake_thread = self._spawn("intake", self._intake.run)
         if self._references is not None:
-            self._spawn("image-timer", self._references.run_timer)
+            self._image_threads.append(self._spawn("image-timer", self._references.run_timer))
             for index in range(FETCH_WORKERS if self._references.has_fetches else 0):
-                self._spawn(f"image-fetch-{index}", self._references.run_fetcher)
+                self._image_threads.append(self._spawn(f"image-fetch-{index}", self._references.run_fetcher))
         self._subscriber.start()
         log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d", len(self._router.routes),
                  ",".join(subscriptions), config.buffer.path, self._buffer.depth)
-
-    def _offer(self, message: Inbound) -> None:
-        if self._references is not None:
-            self._references.offer(message)  # parks it, fetches its image, or passes it on to the intake
-            return
-        assert self._intake is not None
-        self._intake.offer(message)
-
-    def _forward(self, message: Inbound) -> None:
-        """A message whose image reference was resolved (or that needs none) goes on to the intake."""
-        assert self._intake is not None
-        self._intake.offer(message)
-
-    def _ack_with_images(self, message: Inbound) -> bool:
-        """Ack after the commit; a detection's companion image messages are acked with it."""
-        assert self._subscriber is not None
-        acked = self._subscriber.ack(message)
-        if isinstance(message, Resolved):
-            for companion in message.companions:
-                self._subscriber.ack(companion)
-        return acked
-
-    def _ack_dropped(self, message: Inbound) -> bool:
-        """Ack a companion image that no detection claimed (dropped on purpose, counted)."""
-        assert self._subscriber is not None
-        return self._subscriber.ack(message)
 
     def _check_use_cases(self) -> None:
         """Every constant `use_case` must exist; an unreachable API only warns (the buffer keeps everything)."""
@@ -209,18 +191,6 @@ class Service:
         for where, message in result.missing:
             log.warning("use-case check key=%s %s; its events will be dead-lettered", where, message)
 
-    def _on_commit(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
-        """Intake committed a group: trace it; receipts for its dead letters."""
-        self.trace.on_commit(records, dead_letters)
-        if self._receipts is not None and dead_letters:
-            self._receipts.on_commit(records, dead_letters)
-
-    def _on_outcome(self, record: Record, status: str, reason: str) -> None:
-        """The flusher uploaded, delivered or dead-lettered a record: trace it; receipt when final."""
-        self.trace.on_outcome(record, status, reason)
-        if self._receipts is not None:
-            self._receipts.on_outcome(record, status, reason)
-
     def _buffer_gauges(self) -> BufferGauges:
         """Buffer bytes and oldest age for metrics and the status page (re-read at most once a second)."""
         read_at, gauges = self._gauges
@@ -234,7 +204,8 @@ class Service:
             self._gauges = (now, gauges)
         return gauges
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        """Start a named, non-daemon thread whose death stops the bridge; returns its handle."""
         def body() -> None:
             try:
                 target()
@@ -245,6 +216,7 @@ class Service:
         thread = threading.Thread(target=body, name=name, daemon=False)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def state(self) -> ServiceState:
         """Current health, for /healthz, /readyz and status output."""
@@ -288,24 +260,21 @@ class Service:
         self.stop_event.set()
         deadline = time.monotonic() + self.config.flush.shutdown_grace_s + 5.0
         log.info("shutdown: stopping intake")
-        for thread in self._threads:
-            if thread.name == "intake" or thread.name.startswith("image-"):
-                thread.join(max(0.1, deadline - time.monotonic()))
+        stage_threads = [self._intake_thread, *self._image_threads]
+        for thread in stage_threads:
+            _join(thread, deadline)
         if self._subscriber is not None:
             log.info("shutdown: disconnecting mqtt")
             self._subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
         log.info("shutdown: finishing the batch in flight")
         self._flusher_stop.set()
         self._wake.set()
-        for thread in self._threads:
-            if thread.name == "flusher":
-                thread.join(max(0.1, deadline - time.monotonic()))
-                if thread.is_alive():
-                    log.warning("flusher still busy at the deadline; its batch stays buffered")
+        if self._flusher_thread is not None:
+            _join(self._flusher_thread, deadline)
+            if self._flusher_thread.is_alive():
+                log.warning("flusher still busy at the deadline; its batch stays buffered")
         self._receipts_stop.set()
-        for thread in self._threads:
-            if thread.name == "receipts":
-                thread.join(max(0.1, min(3.0, deadline - time.monotonic())))
+        _join(self._receipts_thread, min(deadline, time.monotonic() + 3.0))
         if self._receipt_client is not None:
             self._receipt_client.close()
         if self._api is not None:
@@ -334,3 +303,9 @@ class Service:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return code
+
+
+def _join(thread: threading.Thread | None, deadline: float) -> None:
+    """Join a thread we started, until the shared monotonic `deadline` (at least a moment)."""
+    if thread is not None:
+        thread.join(max(0.1, deadline - time.monotonic()))

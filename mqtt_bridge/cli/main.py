@@ -57,7 +57,7 @@ def _print_config_errors(path: str, exc: ConfigError) -> None:
 
 
 def _load(path: str) -> BridgeConfig:
-    from mqtt_bridge.images.references import compile_image_references  # noqa: PLC0415
+    from mqtt_bridge.images.reference_plans import compile_image_references  # noqa: PLC0415
     from mqtt_bridge.observe.receipts import compile_receipt_topics  # noqa: PLC0415 - keeps `--version` and `schema` light
     from mqtt_bridge.routing.router import Router  # noqa: PLC0415
 

@@ -27,7 +27,8 @@ from mqtt_bridge.api.bundle import BundleTooLarge, write_bundle
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.errors import BridgeError, ConfigError
-from mqtt_bridge.images.references import ImageReferences, ReplayResolver
+from mqtt_bridge.images.reference_plans import ReplayResolver
+from mqtt_bridge.images.references import ImageReferences
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict, JsonValue
 from mqtt_bridge.routing.router import Router

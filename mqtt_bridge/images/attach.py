@@ -1,7 +1,6 @@
 """Attaching a route's image to what a decoder made of a message: choose it, check it, shrink it, fit the boxes.
 
-Owns: `Attachment` (an image a message refers to, fetched or read before ingest by `references`, or the reason it
-is missing or refused) and, per route (`routes[].image`), the step between decoding and building the event:
+Owns, per route (`routes[].image`), the step between decoding and building the event:
 
 1. the image: the one the payload format itself carries (canonical `image.data`, a Workflows image output, ...),
    else the route's reference (`base64_path`, read here; `url`, `file` or `companion`, resolved before ingest);
@@ -15,35 +14,18 @@ raises `DecodeError` (dead letter) for an image that must not be sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mqtt_bridge.config.routes import ImageOptions
 from mqtt_bridge.decode.base import Decoded, Message
 from mqtt_bridge.decode.fields import base64_image
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.images.checks import ImageLimits, inspect_image, shrink
+from mqtt_bridge.model.attachment import Attachment
 from mqtt_bridge.model.event import MAX_METADATA_KEYS
 from mqtt_bridge.model.values import JsonDict, JsonValue, lookup_path
 
-__all__ = ["Attachment", "ImageAttacher", "scale_predictions"]
+__all__ = ["ImageAttacher", "scale_predictions"]
 
 _BOX_KEYS = ("x", "y", "width", "height")
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """An image a message refers to, resolved outside the message, or why there is none.
-
-    `kind` is where it came from (`inline`, `url`, `file`, `companion`). `problem` is a dead-letter `(reason,
-    detail)` when the reference was refused or failed; `missing` says why a referenced image is absent (a
-    companion image that did not come in time), noted on the event as `customMetadata.imageMissing`.
-    """
-
-    kind: str
-    image: bytes = b""
-    name: str = ""
-    problem: tuple[str, str] | None = None
-    missing: str = ""
 
 
 def _scaled_box(item: JsonDict, sx: float, sy: float) -> JsonDict:

@@ -1,8 +1,9 @@
 """The subscriber: the bridge's connection lifecycle on paho-mqtt, with manual acks.
 
 Owns: QoS 1 subscriptions on every connect (shared subscriptions when `mqtt.shared_group` is set), reconnect with
-backoff, acks tagged with a connection generation so that an ack never lands on a newer session's packet id, and a
-network thread we own (so that a watchdog can see it die). No exception escapes a paho callback.
+backoff, building each `Inbound` with its ack bound here and tagged with the connection generation (so that an ack
+never lands on a newer session's packet id), and a network thread we own (so that a watchdog can see it die).
+No exception escapes a paho callback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class MqttSubscriber:
-    """Receives messages on the configured filters and acknowledges them only when told to."""
+    """Receives messages on the configured filters; each is acked only when its `Inbound.ack()` is called."""
 
     def __init__(self, config: MqttConfig, subscriptions: list[str], on_message: Callable[[Inbound], None],
                  on_fatal: Callable[[str], None]) -> None:
@@ -82,14 +84,15 @@ class MqttSubscriber:
 
     # --- acks -------------------------------------------------------------------------------------------------
 
-    def ack(self, message: Inbound) -> bool:
-        """Acknowledge a message after its durable commit. Acks from an older connection are dropped."""
-        if message.qos == 0:
+    def _ack_packet(self, mid: int, qos: int, generation: int) -> bool:
+        """Acknowledge one packet after its durable commit (bound into each `Inbound` as its `acker`). An ack
+        from an older connection is dropped: packet ids belong to a connection, and the broker redelivers that
+        message (reliability.md §1.3)."""
+        if qos == 0:
             return True
-        if message.generation != self._generation:
-            # packet ids belong to a connection; the broker redelivers this one (reliability.md §1.3)
+        if generation != self._generation:
             return False
-        result = self._client.ack(message.mid, message.qos)
+        result = self._client.ack(mid, qos)
         return result == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # --- paho callbacks: nothing may escape them --------------------------------------------------------------
@@ -151,9 +154,11 @@ class MqttSubscriber:
         try:
             # paho decodes the topic lazily and raises on invalid UTF-8; keep the raw bytes (reliability.md §4)
             raw_topic: bytes = message._topic
+            generation = self._generation
             self._on_message_cb(Inbound(topic=raw_topic, payload=bytes(message.payload), mid=message.mid,
-                                        qos=message.qos, generation=self._generation, retain=bool(message.retain),
-                                        received_at_s=time.time()))
+                                        qos=message.qos, generation=generation, retain=bool(message.retain),
+                                        received_at_s=time.time(),
+                                        acker=partial(self._ack_packet, message.mid, message.qos, generation)))
         except Exception as exc:
             log.exception("mqtt on_message failed mid=%s", message.mid)
             self._on_fatal(f"on_message failed: {exc!r}")

@@ -27,6 +27,7 @@ from mqtt_bridge.errors import ConfigError, DecodeError
 from mqtt_bridge.model.receipt import Receipt
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonValue, format_timestamp
+from mqtt_bridge.observe.hooks import Outcome, OutcomeHook
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import CompiledRoute, Router
 from mqtt_bridge.routing.templates import ValueTemplate
@@ -89,7 +90,7 @@ def _event_id_of_message(route: CompiledRoute, topic: str, payload: bytes) -> st
                             reads_own_id=format_reads_own_id(route.config.format))
 
 
-class Receipts:
+class Receipts(OutcomeHook):
     """Receipts for the routes that ask for them. Hooks are cheap and never raise; `run` is the thread body."""
 
     def __init__(self, routes: Sequence[RouteConfig], client: ReceiptClient, stats: Stats,
@@ -107,18 +108,23 @@ class Receipts:
         """Whether any route asks for receipts."""
         return bool(self._templates)
 
-    # --- hooks ------------------------------------------------------------------------------------------------
+    # --- outcome hooks (called through `OutcomeHooks`; cheap, never raise) --------------------------------------
 
-    def on_outcome(self, record: Record, status: str, reason: str) -> None:
-        """The flusher delivered or dead-lettered `record` (other statuses are ignored)."""
-        if status in ("delivered", "dead_lettered") and record.route in self._templates:
-            self._put((record.route, record.topic, record.event_id, status, b"", reason))
+    def on_delivered(self, record: Record) -> None:
+        """The flusher delivered `record`."""
+        if record.route in self._templates:
+            self._put((record.route, record.topic, record.event_id, Outcome.DELIVERED.value, b"", ""))
 
-    def on_commit(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
+    def on_dead_lettered(self, record: Record, reason: str) -> None:
+        """The flusher dead-lettered `record`."""
+        if record.route in self._templates:
+            self._put((record.route, record.topic, record.event_id, Outcome.DEAD_LETTERED.value, b"", reason))
+
+    def on_committed(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> None:
         """Ingest dead-lettered these messages: a receipt for each one whose route is known."""
         for letter in dead_letters:
             if letter.route in self._templates:
-                self._put((letter.route, letter.topic, letter.event_id, "dead_lettered", letter.payload,
+                self._put((letter.route, letter.topic, letter.event_id, Outcome.DEAD_LETTERED.value, letter.payload,
                            f"{letter.reason}: {letter.detail}"))
 
     def _put(self, item: tuple[str, str, str, str, bytes, str]) -> None:

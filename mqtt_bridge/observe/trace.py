@@ -1,9 +1,10 @@
 """The message trace: where the last few thousand messages are (received → buffered → image uploaded → delivered or
 dead-lettered), for the status page's search by eventId or topic, plus the most recent dead letters.
 
-Owns: a bounded in-memory index (oldest entries fall out first) fed by two hooks that cost one call per committed
-group (intake) and one per outcome (flusher). It is a diagnostic aid, not a record: it starts empty after a restart
-and forgets old messages; the buffer and the dead letters stay the source of truth. Never raises into its callers.
+Owns: a bounded in-memory index (oldest entries fall out first), an `OutcomeHook` (`observe.hooks`) that costs one
+call per committed group (receiver) and one per outcome (flusher). It is a diagnostic aid, not a record: it starts
+empty after a restart and forgets old messages; the buffer and the dead letters stay the source of truth. Never
+raises into its callers.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.observe.hooks import Outcome, OutcomeHook
 
 __all__ = ["STAGES", "MessageTrace", "TraceEntry"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("received", "buffered", "image_uploaded", "delivered", "dead_lettered")
+STAGES = tuple(outcome.value for outcome in Outcome)
 _DETAIL_CHARS = 300
 
 
@@ -48,7 +51,7 @@ class TraceEntry:
                 "reason": self.reason, "stages": stages}
 
 
-class MessageTrace:
+class MessageTrace(OutcomeHook):
     """A bounded, thread-safe trace. `capacity` entries at most; 0 turns tracing off."""
 
     def __init__(self, capacity: int = 10_000, recent_dead_letters: int = 50) -> None:
@@ -58,9 +61,9 @@ class MessageTrace:
         self._recent_dead: deque[JsonDict] = deque(maxlen=recent_dead_letters)
         self._anonymous = 0
 
-    # --- hooks (called by intake and flusher; never raise) -------------------------------------------------------
+    # --- outcome hooks (called through `OutcomeHooks` by the receiver and the flusher; never raise) ---------------
 
-    def on_commit(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
+    def on_committed(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> None:
         """A group was committed: its records are buffered, its dead letters kept."""
         try:
             now = time.time()
@@ -68,28 +71,42 @@ class MessageTrace:
                 for record in records:
                     if self.capacity:
                         entry = self._entry(record.event_id, record.event_id, record.topic, record.route)
-                        entry.stages["received"] = record.received_at_s
-                        entry.stages["buffered"] = now
+                        entry.stages[Outcome.RECEIVED.value] = record.received_at_s
+                        entry.stages[Outcome.BUFFERED.value] = now
                 for letter in dead_letters:
                     self._dead_locked(letter.event_id, letter.topic, letter.route, letter.reason, letter.detail,
                                       letter.received_at_s, now)
         except Exception:  # a diagnostic aid must never break intake
-            log.exception("trace on_commit failed")
+            log.exception("trace on_committed failed")
 
-    def on_outcome(self, record: Record, status: str, reason: str) -> None:
-        """The flusher reports `image_uploaded`, `delivered` or `dead_lettered` for a record."""
+    def on_image_uploaded(self, record: Record) -> None:
+        """The flusher uploaded the record's image."""
+        self._reached(record, Outcome.IMAGE_UPLOADED)
+
+    def on_delivered(self, record: Record) -> None:
+        """The flusher delivered the record."""
+        self._reached(record, Outcome.DELIVERED)
+
+    def on_dead_lettered(self, record: Record, reason: str) -> None:
+        """The flusher dead-lettered the record (`reason` is `<reason>: <detail>`)."""
         try:
             now = time.time()
             with self._lock:
-                if status == "dead_lettered":
-                    self._dead_locked(record.event_id, record.topic, record.route, reason.split(":", 1)[0],
-                                      reason, record.received_at_s, now)
-                elif self.capacity:
-                    entry = self._entry(record.event_id, record.event_id, record.topic, record.route)
-                    entry.stages.setdefault("received", record.received_at_s)
-                    entry.stages[status] = now
+                self._dead_locked(record.event_id, record.topic, record.route, reason.split(":", 1)[0],
+                                  reason, record.received_at_s, now)
         except Exception:  # a diagnostic aid must never break delivery
-            log.exception("trace on_outcome failed")
+            log.exception("trace on_dead_lettered failed")
+
+    def _reached(self, record: Record, outcome: Outcome) -> None:
+        try:
+            now = time.time()
+            with self._lock:
+                if self.capacity:
+                    entry = self._entry(record.event_id, record.event_id, record.topic, record.route)
+                    entry.stages.setdefault(Outcome.RECEIVED.value, record.received_at_s)
+                    entry.stages[outcome.value] = now
+        except Exception:  # a diagnostic aid must never break delivery
+            log.exception("trace outcome failed outcome=%s", outcome.value)
 
     def _entry(self, key: str, event_id: str, topic: str, route: str) -> TraceEntry:
         entry = self._entries.get(key)
@@ -109,8 +126,8 @@ class MessageTrace:
             self._anonymous += 1
         key = event_id or f"dead-{self._anonymous}"
         entry = self._entry(key, event_id, topic, route)
-        entry.stages.setdefault("received", received_at_s)
-        entry.stages["dead_lettered"] = now
+        entry.stages.setdefault(Outcome.RECEIVED.value, received_at_s)
+        entry.stages[Outcome.DEAD_LETTERED.value] = now
         entry.reason = detail[:_DETAIL_CHARS] or reason
 
     # --- queries (status page) ------------------------------------------------------------------------------------

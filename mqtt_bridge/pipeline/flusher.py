@@ -3,8 +3,9 @@
 Owns: batching (fires on `max_events`, `max_bytes` or `max_wait_s`), upload-before-create with the sourceId
 remembered by content hash in the buffer, retry with capped, jittered exponential backoff that honours
 `Retry-After`, narrowing a rejected batch down to the offending events by splitting it (spec §5 G4: the API is
-all-or-nothing), and keeping the data on 401/403 while reporting not ready. Runs in one named thread; no
-exception escapes its loop.
+all-or-nothing), and keeping the data on 401/403 while reporting not ready. Emits image-uploaded, delivered and
+dead-lettered outcomes to its `OutcomeHook` (`observe.hooks`). Runs in one named thread; no exception escapes its
+loop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mqtt_bridge.errors import ApiError, AuthApiError, PermanentApiError, Retrya
 from mqtt_bridge.images.checks import content_hash, file_extension, sniff_image_type
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.observe.hooks import OutcomeHook
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.storage.buffer import DiskBuffer
 
@@ -72,7 +74,7 @@ class Flusher:
 
     def __init__(self, buffer: DiskBuffer, api: EventsApi, settings: FlushSettings, stats: Stats,
                  stop: threading.Event, wake: threading.Event,
-                 on_outcome: Callable[[Record, str, str], None] | None = None,
+                 hooks: OutcomeHook | None = None,
                  on_auth_error: Callable[[], None] | None = None) -> None:
         self._buffer = buffer
         self._api = api
@@ -80,7 +82,7 @@ class Flusher:
         self._stats = stats
         self._stop = stop
         self._wake = wake
-        self._on_outcome = on_outcome
+        self._hooks = hooks if hooks is not None else OutcomeHook()  # trace, receipts: each isolated
         self._on_auth_error = on_auth_error
         self._backoff = Backoff(settings.retry_min_s, settings.retry_max_s)
         self.is_api_ready = True
@@ -195,8 +197,7 @@ class Flusher:
                         continue
                     self._buffer.remember_source_id(image_hash, source_id)
                     self._stats.add("images_uploaded")
-                    if self._on_outcome is not None:
-                        self._on_outcome(record, "image_uploaded", "")
+                    self._hooks.on_image_uploaded(record)
                 event = _with_source_id(event, source_id)
             out.append((index, event))
         return out
@@ -242,13 +243,12 @@ class Flusher:
                       letter.event_id, letter.route, letter.api_status, letter.api_body[:300])
             self._stats.add("dead_letters", label=letter.reason)
         log.debug("batch completed events=%d dead_letters=%d depth=%d", prefix, len(letters), self._buffer.depth)
-        if self._on_outcome is not None:
-            for index, record in enumerate(records):
-                dead = progress.dead.get(index)
-                if dead is None:
-                    self._on_outcome(record, "delivered", "")
-                else:
-                    self._on_outcome(record, "dead_lettered", f"{dead.reason}: {dead.api_body[:300] or dead.detail}")
+        for index, record in enumerate(records):
+            dead = progress.dead.get(index)
+            if dead is None:
+                self._hooks.on_delivered(record)
+            else:
+                self._hooks.on_dead_lettered(record, f"{dead.reason}: {dead.api_body[:300] or dead.detail}")
 
 
 class _Progress:

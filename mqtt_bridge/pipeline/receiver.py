@@ -4,8 +4,10 @@ Owns: group commit (everything received while the previous commit was being fsyn
 one fsync covers many messages), the ack-after-commit rule, and backpressure: above the buffer's high-water mark
 it stops committing and acking, so the broker holds the rest (design §3), unless every record of the group
 belongs to a route that sheds images first (`shedding`). A commit that fails is retried; its messages are never
-acked before it succeeds. No exception escapes the loop. A message that waited for its image (`references`:
-URL, file or companion topic) comes as `Resolved`, with the image attached for ingest.
+acked before it succeeds. No exception escapes the loop. Each message is acked through itself (`Inbound.ack`, which
+also acks the companion image messages paired to it); a message that waited for its image (`images.references`:
+URL, file or companion topic) carries it as `Inbound.attachment` for ingest. After the acks, the group's outcome goes
+to the `OutcomeHook` (trace, receipts).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from mqtt_bridge.images.references import Resolved
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.observe.hooks import OutcomeHook
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.transform.ingest import Ingestor
@@ -39,15 +41,15 @@ _GATHER_S = 0.02
 class Intake:
     """Hands messages from the MQTT thread to the buffer. `offer` is called by paho; `run` is the thread body."""
 
-    def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, ack: Callable[[Inbound], bool], stats: Stats,
+    def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, stats: Stats,
                  stop: threading.Event, wake_flusher: threading.Event, max_pending: int,
-                 on_commit: Callable[[list[Record], list[DeadLetter]], None] | None = None,
+                 hooks: OutcomeHook | None = None,
                  shed_images: Callable[[list[Record]], list[Record] | None] | None = None) -> None:
         self._ingestor = ingestor
         self._shed_images = shed_images  # over the high-water mark: the group without images, or None to wait
-        self._on_commit = on_commit  # status-page trace and receipts: one call per committed group, after the acks
+        # status-page trace and receipts: one call per committed group, after the acks
+        self._hooks = hooks if hooks is not None else OutcomeHook()
         self._buffer = buffer
-        self._ack = ack
         self._stats = stats
         self._stop = stop
         self._wake_flusher = wake_flusher
@@ -148,7 +150,7 @@ class Intake:
         received: Counter[str] = Counter()
         for message in group:
             result = self._ingestor.process(message.topic, message.payload, message.received_at_s,
-                                            message.attachment if isinstance(message, Resolved) else None)
+                                            message.attachment)
             received[result.route or "(none)"] += 1
             if result.dropped_boxes:
                 self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
@@ -180,9 +182,8 @@ class Intake:
         if records:
             self._wake_flusher.set()
         for message in group:
-            self._ack(message)
-        if self._on_commit is not None:
-            self._on_commit(records, dead)
+            message.ack()
+        self._hooks.on_committed(records, dead)
 
     def _is_over_high_water(self) -> bool:
         """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a

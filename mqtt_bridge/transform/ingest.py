@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from mqtt_bridge.decode.base import Decoded, Decoder, Message
 from mqtt_bridge.decode.registry import build_decoder
 from mqtt_bridge.errors import DecodeError
-from mqtt_bridge.images.attach import Attachment, ImageAttacher
+from mqtt_bridge.images.attach import ImageAttacher
+from mqtt_bridge.model.attachment import Attachment
 from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.images.attach import Attachment
 from mqtt_bridge.images.checks import image_size, sniff_image_type
+from mqtt_bridge.model.attachment import Attachment
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.ingest import Ingestor, IngestResult
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import pytest
 from mqtt_bridge.config.load import parse_config
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError
-from mqtt_bridge.images.references import ImageReferences, ReplayResolver, Resolved, compile_image_references
+from mqtt_bridge.images.reference_plans import ReplayResolver, compile_image_references
+from mqtt_bridge.images.references import ImageReferences
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import Router
@@ -37,20 +38,26 @@ class _Stage:
         self.stop = threading.Event()
         self.stats = Stats()
         router = Router([RouteConfig.model_validate(r) for r in routes])
-        self.stage = ImageReferences(router, self.forwarded.append, self._ack, self.stats, self.stop, 2**20)
+        self.stage = ImageReferences(router, self.forwarded.append, self.stats, self.stop, 2**20)
         self.threads = [threading.Thread(target=self.stage.run_timer, name="t-timer"),
                         threading.Thread(target=self.stage.run_fetcher, name="t-fetch")]
         for thread in self.threads:
             thread.start()
         self.mid = 0
 
-    def _ack(self, message: Inbound) -> bool:
-        self.acked.append(message)
-        return True
+    def _acker(self, message: list[Inbound]) -> Callable[[], bool]:
+        """The ack a subscriber would bind: it records the message it belongs to."""
+        def ack() -> bool:
+            self.acked.append(message[0])
+            return True
+        return ack
 
     def offer(self, topic: str, payload: bytes, *, retain: bool = False) -> Inbound:
         self.mid += 1
-        message = Inbound(topic.encode(), payload, self.mid, 1, 1, time.time(), retain=retain)
+        slot: list[Inbound] = []
+        message = Inbound(topic.encode(), payload, self.mid, 1, 1, time.time(), retain=retain,
+                          acker=self._acker(slot))
+        slot.append(message)
         self.stage.offer(message)
         return message
 
@@ -78,7 +85,7 @@ def test_references_plain_routes_pass_straight_through(stage: _Stage) -> None:
     """A message of a route without references is forwarded as it is, immediately."""
     message = stage.offer("plain/cam9", b"{}")
     assert stage.forwarded == [message]
-    assert not isinstance(stage.forwarded[0], Resolved)
+    assert stage.forwarded[0].attachment is None and stage.forwarded[0].companions == ()
 
 
 def test_references_companion_pairs_by_key_in_either_order(stage: _Stage) -> None:
@@ -90,11 +97,13 @@ def test_references_companion_pairs_by_key_in_either_order(stage: _Stage) -> Non
     other_image = stage.offer("f/L1/cam2/image/8", tiny_png(8))
     second = stage.offer("f/L1/cam2/detections", orjson.dumps({"frame": 8}))
     assert [m.payload for m in stage.forwarded] == [first.payload, second.payload]
-    paired = [m for m in stage.forwarded if isinstance(m, Resolved)]
+    paired = [m for m in stage.forwarded if m.attachment is not None]
+    assert len(paired) == 2
     assert [(m.attachment.image if m.attachment else b"") for m in paired] == [tiny_png(7), tiny_png(8)]
     assert [m.companions for m in paired] == [(image,), (other_image,)]
     assert stage.acked == []
     assert stage.stats.count("companion_images_paired", "cams") == 2
+    assert paired[0].ack() is True and stage.acked == [first, image]  # the image is acked with its detection
 
 
 def test_references_companion_window_releases_and_drops(stage: _Stage) -> None:
@@ -103,7 +112,7 @@ def test_references_companion_window_releases_and_drops(stage: _Stage) -> None:
     image = stage.offer("f/L1/cam1/image/2", tiny_png(2))
     wait_until(lambda: stage.forwarded and stage.acked, timeout_s=3, message="window expiry")
     [released] = stage.forwarded
-    assert isinstance(released, Resolved) and released.payload == detection.payload
+    assert released.payload == detection.payload
     assert released.attachment is not None and released.attachment.missing == "window_expired"
     assert stage.acked == [image]
     assert stage.stats.count("companion_images_missing", "cams") == 1
@@ -120,7 +129,7 @@ def test_references_retained_companion_image_never_pairs(stage: _Stage) -> None:
     assert stage.forwarded == [] and stage.stage.parked == 1
     stage.offer("f/L1/cam1/image/7", tiny_png(7))
     [paired] = stage.forwarded
-    assert isinstance(paired, Resolved) and paired.attachment is not None
+    assert paired.attachment is not None
     assert paired.attachment.image == tiny_png(7)
 
 
@@ -128,7 +137,7 @@ def test_references_detection_without_key_field_goes_on_without_image(stage: _St
     """A detection whose key field is missing cannot be joined: it goes on at once, noted, not parked."""
     stage.offer("f/L1/cam1/detections", b"{}")
     [released] = stage.forwarded
-    assert isinstance(released, Resolved) and released.attachment is not None
+    assert released.attachment is not None
     assert released.attachment.missing == "no_key"
 
 
@@ -146,7 +155,7 @@ def test_references_file_images_are_read_by_a_worker(tmp_path: Path) -> None:
         wait_until(lambda: len(running.forwarded) == 3, timeout_s=3, message="three messages forwarded")
     finally:
         running.close()
-    by_payload = {m.payload: m for m in running.forwarded if isinstance(m, Resolved)}
+    by_payload = {m.payload: m for m in running.forwarded}
     good = by_payload[orjson.dumps({"frame": "f1"})].attachment
     assert good is not None and good.image == tiny_png(1) and good.name == "f1.png"
     bad = by_payload[orjson.dumps({"frame": ".."})].attachment

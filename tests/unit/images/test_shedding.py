@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,17 @@ def test_shedding_route_choice_and_disk_reserve_stop_acking(tmp_path: Path) -> N
 def test_shedding_intake_over_high_water(tmp_path: Path, on_full: str) -> None:
     """Over the mark the intake commits and acks events without images (drop_images), or acks nothing."""
     config = _config(tmp_path, on_full=on_full)
-    stats, stop, acked = Stats(), threading.Event(), []
+    stats, stop = Stats(), threading.Event()
+    acked: list[int] = []
 
-    def ack(message: Inbound) -> bool:
-        acked.append(message)
-        return True
+    def acker(seq: int) -> Callable[[], bool]:
+        def ack() -> bool:
+            acked.append(seq)
+            return True
+        return ack
 
     with DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes) as buffer:
-        intake = Intake(Ingestor(Router(list(config.routes)), 2**20), buffer, ack, stats, stop, threading.Event(),
+        intake = Intake(Ingestor(Router(list(config.routes)), 2**20), buffer, stats, stop, threading.Event(),
                         max_pending=100, shed_images=ImageShedder(config, stats) if ImageShedder.is_needed(config)
                         else None)
         thread = threading.Thread(target=intake.run, name="t-intake")
@@ -82,7 +86,7 @@ def test_shedding_intake_over_high_water(tmp_path: Path, on_full: str) -> None:
         try:
             for seq in range(3):
                 intake.offer(Inbound(b"f/L1/cam1/detections", detection_message(seq, with_image=True), seq + 1, 1, 1,
-                                     time.time()))
+                                     time.time(), acker=acker(seq)))
             if on_full == "drop_images":
                 wait_until(lambda: len(acked) == 3, timeout_s=5, message="three acks")
                 records = list(buffer.records())

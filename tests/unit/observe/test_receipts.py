@@ -53,9 +53,9 @@ def test_receipts_publish_delivered_and_dead_lettered_outcomes() -> None:
     client = _RecordingClient()
     stats = Stats()
     receipts = Receipts([_route(receipt_topic="{topic}/receipt/{line}")], client, stats)
-    receipts.on_outcome(_record("e-1"), "image_uploaded", "")
-    receipts.on_outcome(_record("e-1"), "delivered", "")
-    receipts.on_outcome(_record("e-2"), "dead_lettered", "api_rejected: unknown useCaseId")
+    receipts.on_image_uploaded(_record("e-1"))
+    receipts.on_delivered(_record("e-1"))
+    receipts.on_dead_lettered(_record("e-2"), "api_rejected: unknown useCaseId")
     _run(receipts)
     assert [topic for topic, _ in client.sent] == ["f/L1/cam2/detections/receipt/L1"] * 2
     first, second = (parse_receipt(payload) for _, payload in client.sent)
@@ -77,7 +77,7 @@ def test_receipts_for_ingest_dead_letters_carry_the_derived_event_id() -> None:
                          payload=b'{"event_id": "mine-7"}', received_at_s=1.0, dead_at_s=1.0)
     unrouted = DeadLetter(reason="no_route", detail="", topic="x", route="", payload=b"", received_at_s=1.0,
                           dead_at_s=1.0)
-    receipts.on_commit([], [letter, with_id, unrouted])
+    receipts.on_committed([], [letter, with_id, unrouted])
     _run(receipts)
     ids = [orjson.loads(payload)["eventId"] for _, payload in client.sent]
     assert ids == [derive_event_id("inspection", "f/L1/cam2/detections", payload), "mine-7"]
@@ -93,7 +93,7 @@ def test_receipts_for_ingest_dead_letters_follow_the_ingest_precedence() -> None
     receipts = Receipts(routes, client, Stats())
     both = b'{"event_id": "mine-8", "meta": {"serial": "s-1"}, "detections": [{"class": 5}]}'
     roboflow = b'{"event_id": "not-this", "predictions": 5}'
-    receipts.on_commit([], [
+    receipts.on_committed([], [
         DeadLetter(reason="invalid_message", detail="", topic="f/L1/cam2/detections", route="inspection",
                    payload=both, received_at_s=1.0, dead_at_s=1.0),
         DeadLetter(reason="invalid_message", detail="", topic="rf/c1", route="rf", payload=roboflow,
@@ -108,8 +108,7 @@ def test_receipts_refuse_a_topic_the_bridge_subscribes_to() -> None:
     client = _RecordingClient()
     stats = Stats()
     receipts = Receipts([_route(topic="f/#", receipt_topic="{topic}/receipt")], client, stats)
-    receipts.on_outcome(Record(event={"eventId": "e"}, route="inspection", topic="f/a", received_at_s=1.0),
-                        "delivered", "")
+    receipts.on_delivered(Record(event={"eventId": "e"}, route="inspection", topic="f/a", received_at_s=1.0))
     _run(receipts)
     assert client.sent == []
     assert stats.count("receipts_lost", "loop") == 1
@@ -120,7 +119,7 @@ def test_receipts_never_block_when_the_queue_is_full() -> None:
     stats = Stats()
     receipts = Receipts([_route(receipt_topic="{topic}/receipt")], _RecordingClient(), stats, max_pending=2)
     for index in range(5):
-        receipts.on_outcome(_record(f"e-{index}"), "delivered", "")
+        receipts.on_delivered(_record(f"e-{index}"))
     assert stats.count("receipts_lost", "queue_full") == 3
 
 
@@ -128,7 +127,7 @@ def test_receipts_count_what_the_mqtt_client_refuses() -> None:
     """A receipt the MQTT client cannot queue (broker away too long) is lost and counted by reason."""
     stats = Stats()
     receipts = Receipts([_route(receipt_topic="{topic}/receipt")], _RecordingClient(refuse="queue_full"), stats)
-    receipts.on_outcome(_record(), "delivered", "")
+    receipts.on_delivered(_record())
     _run(receipts)
     assert stats.count("receipts_lost", "queue_full") == 1
     assert stats.count("receipts_published") == 0

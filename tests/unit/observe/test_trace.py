@@ -14,9 +14,9 @@ def test_trace_follows_an_event_through_every_stage() -> None:
     """received → buffered → image uploaded → delivered, found by eventId."""
     trace = MessageTrace(100)
     record = _record("e-1")
-    trace.on_commit([record], [])
-    trace.on_outcome(record, "image_uploaded", "")
-    trace.on_outcome(record, "delivered", "")
+    trace.on_committed([record], [])
+    trace.on_image_uploaded(record)
+    trace.on_delivered(record)
     [found] = trace.search("e-1")
     assert found["status"] == "delivered"
     stages = found["stages"]
@@ -28,7 +28,7 @@ def test_trace_follows_an_event_through_every_stage() -> None:
 def test_trace_search_by_topic_prefix_returns_newest_first() -> None:
     """A topic or topic prefix finds every recent message on it, newest first."""
     trace = MessageTrace(100)
-    trace.on_commit([_record("a", "f/L1/cam1/d"), _record("b", "f/L2/cam1/d"), _record("c", "f/L1/cam2/d")], [])
+    trace.on_committed([_record("a", "f/L1/cam1/d"), _record("b", "f/L2/cam1/d"), _record("c", "f/L1/cam2/d")], [])
     assert [r["eventId"] for r in trace.search("f/L1/")] == ["c", "a"]
     assert [r["eventId"] for r in trace.search("f/L2/cam1/d")] == ["b"]
     assert trace.search("   ") == []
@@ -37,7 +37,7 @@ def test_trace_search_by_topic_prefix_returns_newest_first() -> None:
 def test_trace_is_bounded_and_forgets_the_oldest() -> None:
     """Past its capacity the oldest entries fall out."""
     trace = MessageTrace(3)
-    trace.on_commit([_record(f"e-{i}") for i in range(5)], [])
+    trace.on_committed([_record(f"e-{i}") for i in range(5)], [])
     assert len(trace) == 3
     assert trace.search("e-0") == []
     assert trace.search("e-4")
@@ -48,10 +48,10 @@ def test_trace_keeps_ingest_and_api_dead_letters_with_reasons() -> None:
     trace = MessageTrace(100)
     letter = DeadLetter(reason="invalid_json", detail="unexpected character", topic="f/L1/cam1/detections",
                         route="inspection", payload=b"{", received_at_s=50.0, dead_at_s=50.0)
-    trace.on_commit([], [letter])
+    trace.on_committed([], [letter])
     record = _record("e-9")
-    trace.on_commit([record], [])
-    trace.on_outcome(record, "dead_lettered", "api_rejected: unknown useCaseId")
+    trace.on_committed([record], [])
+    trace.on_dead_lettered(record, "api_rejected: unknown useCaseId")
     recent = trace.recent_dead_letters()
     assert [d["reason"] for d in recent] == ["api_rejected", "invalid_json"]
     [found] = trace.search("e-9")
@@ -64,7 +64,7 @@ def test_trace_with_capacity_zero_keeps_only_recent_dead_letters() -> None:
     """trace_size 0 turns the search off but the page still lists recent dead letters."""
     trace = MessageTrace(0)
     record = _record("e-1")
-    trace.on_commit([record], [])
-    trace.on_outcome(record, "dead_lettered", "api_rejected: x")
+    trace.on_committed([record], [])
+    trace.on_dead_lettered(record, "api_rejected: x")
     assert len(trace) == 0
     assert len(trace.recent_dead_letters()) == 1
