@@ -1,10 +1,14 @@
-"""Deployment tests: the `image` tests build and run the container and only run under `make image-test`."""
+"""Deployment tests: the `image` tests build and run the container and only run under `make image-test`; the
+monitoring tests need Debian's `prometheus` package (promtool and the server): they skip without it, but fail in CI."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.deploy.monitoring import find_tool
+from tests.helpers import is_ci
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -15,3 +19,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "image" in item.keywords:
             item.add_marker(skip)
+
+
+def _prometheus_tool(name: str) -> str:
+    """Path of `name` from Debian's `prometheus` package: skips when it is missing, but fails in CI."""
+    path = find_tool(name)
+    if path is None:
+        reason = f"{name} is not installed (apt-get install prometheus)"
+        if is_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool_binary() -> str:
+    """The promtool executable (skip when missing; fail in CI)."""
+    return _prometheus_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The prometheus server executable (skip when missing; fail in CI)."""
+    return _prometheus_tool("prometheus")
