@@ -20,7 +20,7 @@ from types import FrameType
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.api.usecases import check_use_cases
 from mqtt_bridge.config.bridge import BridgeConfig
-from mqtt_bridge.errors import ApiError, BufferError_, ConfigError
+from mqtt_bridge.errors import ApiError, ConfigError, StorageError
 from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences, Resolved
 from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.model.inbound import Inbound
@@ -108,7 +108,7 @@ class Service:
     def start(self) -> None:
         """Check the use cases, open the buffer, then start flusher, intake and MQTT.
 
-        Raises ConfigError when a configured use case does not exist (unless allowed), BufferError_ if the buffer
+        Raises ConfigError when a configured use case does not exist (unless allowed), StorageError if the buffer
         is unusable.
         """
         config = self.config
@@ -229,7 +229,7 @@ class Service:
             try:
                 oldest = self._buffer.oldest_received_at_s()
                 gauges = BufferGauges(self._buffer.volume_bytes(), max(0.0, now - oldest) if oldest else 0.0)
-            except BufferError_:  # not open (before start or after shutdown)
+            except StorageError:  # not open (before start or after shutdown)
                 gauges = BufferGauges(0, 0.0)
             self._gauges = (now, gauges)
         return gauges

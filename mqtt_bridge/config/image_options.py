@@ -1,11 +1,13 @@
 """Per-route image references and resizing (`routes[].image.url`, `.file`, `.companion`, `.resize`).
 
-Owns: their pydantic models and checks. Must not do I/O.
+Owns: their pydantic models and checks, and `ReferenceKind` (which of them a route's image comes from). Must not do
+I/O.
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +15,16 @@ from pydantic import Field, IPvAnyNetwork, model_validator
 
 from mqtt_bridge.config.format_options import _Model, _Path
 
-__all__ = ["CompanionImages", "FileReference", "ResizeOptions", "UrlReference"]
+__all__ = ["CompanionImages", "FileReference", "ReferenceKind", "ResizeOptions", "UrlReference"]
+
+
+class ReferenceKind(StrEnum):
+    """Where a route's image comes from, one per key of `routes[].image`: the kind of an `images.Attachment`."""
+
+    INLINE = "inline"  # base64_path: a base64 string in the payload itself
+    URL = "url"  # fetched over HTTP(S)
+    FILE = "file"  # read from a file under allowed roots
+    COMPANION = "companion"  # raw bytes published on a topic of their own
 
 
 _HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$|^[0-9A-Fa-f:.]+$"

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mqtt_bridge.config.image_options import ReferenceKind
 from mqtt_bridge.config.routes import ImageOptions
 from mqtt_bridge.decode.base import Decoded, Message
 from mqtt_bridge.decode.fields import base64_image, lookup
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import ImageLimits, inspect_image, shrink
 from mqtt_bridge.model.event import MAX_METADATA_KEYS
 from mqtt_bridge.model.values import JsonDict, JsonValue
@@ -34,15 +35,15 @@ _BOX_KEYS = ("x", "y", "width", "height")
 class Attachment:
     """An image a message refers to, resolved outside the message, or why there is none.
 
-    `kind` is where it came from (`inline`, `url`, `file`, `companion`). `problem` is a dead-letter `(reason,
-    detail)` when the reference was refused or failed; `missing` says why a referenced image is absent (a
-    companion image that did not come in time), noted on the event as `customMetadata.imageMissing`.
+    `kind` is where it came from (inline, url, file, companion). `problem` is a dead-letter `(reason, detail)` when
+    the reference was refused or failed; `missing` says why a referenced image is absent (a companion image that did
+    not come in time), noted on the event as `customMetadata.imageMissing`.
     """
 
-    kind: str
+    kind: ReferenceKind
     image: bytes = b""
     name: str = ""
-    problem: tuple[str, str] | None = None
+    problem: tuple[DeadLetterReason, str] | None = None
     missing: str = ""
 
 
@@ -108,11 +109,11 @@ class ImageAttacher:
         value = lookup(message.json(), path)
         if value is None:
             return None
-        return Attachment("inline", base64_image(value, path))
+        return Attachment(ReferenceKind.INLINE, base64_image(value, path))
 
     def finish(self, decoded: Decoded, referenced: Attachment | None) -> None:
         """Attach, check and shrink the image of one decoded event (in place). Raises DecodeError."""
-        is_inline = bool(decoded.image) or (referenced is not None and referenced.kind == "inline")
+        is_inline = bool(decoded.image) or (referenced is not None and referenced.kind == ReferenceKind.INLINE)
         if not decoded.image and referenced is not None:
             if referenced.image:
                 decoded.image = referenced.image
@@ -122,7 +123,8 @@ class ImageAttacher:
                 decoded.metadata["imageMissing"] = referenced.missing
         if not decoded.image:
             return
-        info = inspect_image(decoded.image, self._limits, "bad_image" if is_inline else "image_rejected")
+        unknown = DeadLetterReason.BAD_IMAGE if is_inline else DeadLetterReason.IMAGE_REJECTED
+        info = inspect_image(decoded.image, self._limits, unknown)
         resize = self._options.resize
         if resize is None:
             return

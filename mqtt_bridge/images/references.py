@@ -31,9 +31,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
+from mqtt_bridge.config.image_options import ReferenceKind
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.fields import lookup
-from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.attach import Attachment
 from mqtt_bridge.images.companion import CompanionJoin, JoinOutcome
 from mqtt_bridge.images.fetch import UrlFetcher, UrlPolicy
@@ -112,7 +113,8 @@ def _url_value(value: str) -> str:
 
 def _path_value(value: str) -> str:
     if not _PLAIN_NAME_RE.match(value) or value in (".", ".."):
-        raise DecodeError("image_path_refused", f"{value[:60]!r} is not a plain file or directory name")
+        raise DecodeError(DeadLetterReason.IMAGE_PATH_REFUSED,
+                          f"{value[:60]!r} is not a plain file or directory name")
     return value
 
 
@@ -137,7 +139,7 @@ class _Plan:
         self.max_bytes = options.max_bytes
         self.roots = options.file.roots if options.file is not None else []
         if options.url is not None:
-            self.kind = "url"
+            self.kind = ReferenceKind.URL
             self.field = options.url.field
             if options.url.template is not None:
                 self.template = _Template(options.url.template, names, f"{where}.url.template")
@@ -146,14 +148,14 @@ class _Plan:
                 timeout_s=options.url.timeout_s, max_bytes=options.max_bytes,
                 max_redirects=options.url.max_redirects, ca_file=options.url.ca_file))
         elif options.file is not None:
-            self.kind = "file"
+            self.kind = ReferenceKind.FILE
             self.field = options.file.field
             if options.file.template is not None:
                 self.template = _Template(options.file.template, names, f"{where}.file.template")
         else:
             companion = options.companion
             assert companion is not None
-            self.kind = "companion"
+            self.kind = ReferenceKind.COMPANION
             self.image_topic = TopicTemplate(companion.topic, f"{where}.companion.topic")
             levels = [m.group(1) for level in companion.topic.split("/") if (m := _LEVEL_RE.match(level))]
             key_text = companion.key if companion.key is not None else "/".join(f"{{{n}}}" for n in levels)
@@ -187,29 +189,31 @@ class _Plan:
                 if value is None:
                     return None  # the message names no image: it is sent without one
                 if not isinstance(value, str):
-                    raise DecodeError(f"image_{self.kind if self.kind == 'url' else 'path'}_refused",
+                    raise DecodeError(DeadLetterReason.IMAGE_URL_REFUSED if self.kind == ReferenceKind.URL
+                                      else DeadLetterReason.IMAGE_PATH_REFUSED,
                                       f"{self.field} must be a string")
                 reference = value
             else:
                 assert self.template is not None
                 rendered = self.template.render(captures, topic, document,
-                                                _url_value if self.kind == "url" else _path_value)
+                                                _url_value if self.kind == ReferenceKind.URL else _path_value)
                 if rendered is None:
                     return None
                 reference = rendered
-            if self.kind == "url":
+            if self.kind == ReferenceKind.URL:
                 assert self.fetcher is not None
                 fetched = self.fetcher.fetch(reference)
-                attachment = Attachment("url", fetched.data, _file_name(urlsplit(fetched.url).path))
+                attachment = Attachment(ReferenceKind.URL, fetched.data, _file_name(urlsplit(fetched.url).path))
             else:
                 data = read_under_roots(reference, self.roots, self.max_bytes)
-                attachment = Attachment("file", data, _file_name(reference))
+                attachment = Attachment(ReferenceKind.FILE, data, _file_name(reference))
         except DecodeError as exc:  # the intake logs and counts the dead letter
             return Attachment(self.kind, problem=(exc.reason, exc.detail))
         except Exception as exc:  # a fetch must never take the worker down: the message is dead-lettered instead
             log.exception("image reference failed route=%s topic=%s", self.label, topic[:200])
-            return Attachment(self.kind, problem=(f"image_{'fetch' if self.kind == 'url' else 'read'}_failed",
-                                                  f"{type(exc).__name__}: {exc}"[:300]))
+            failed = (DeadLetterReason.IMAGE_FETCH_FAILED if self.kind == ReferenceKind.URL
+                      else DeadLetterReason.IMAGE_READ_FAILED)
+            return Attachment(self.kind, problem=(failed, f"{type(exc).__name__}: {exc}"[:300]))
         if self._stats is not None:
             self._stats.add("image_references_resolved", label=self.label)
         return attachment
@@ -253,7 +257,7 @@ class ReplayResolver:
         except RouteNotFound:
             return None
         plan = self._plans.get(route.index)
-        if plan is None or plan.kind == "companion":
+        if plan is None or plan.kind == ReferenceKind.COMPANION:
             return None
         return plan.resolve(payload, topic, captures)
 
@@ -280,8 +284,8 @@ class ImageReferences:
         self._stop = stop
         self._max_payload_bytes = max_payload_bytes
         self._plans = _build_plans(router, stats)
-        self._companions = [plan for plan in self._plans.values() if plan.kind == "companion"]
-        self.has_fetches = any(plan.kind != "companion" for plan in self._plans.values())
+        self._companions = [plan for plan in self._plans.values() if plan.kind == ReferenceKind.COMPANION]
+        self.has_fetches = any(plan.kind != ReferenceKind.COMPANION for plan in self._plans.values())
         self._lock = threading.Lock()
         self._not_image_topics: set[str] = set()  # paho thread only
         self._jobs: queue.Queue[tuple[_Plan, Inbound, str, dict[str, str]]] = queue.Queue(maxsize=_FETCH_QUEUE)
@@ -341,7 +345,7 @@ class ImageReferences:
         plan = self._plans.get(route.index)
         if plan is None:
             return False
-        if plan.kind != "companion":
+        if plan.kind != ReferenceKind.COMPANION:
             while not self._stop.is_set():
                 try:
                     self._jobs.put((plan, message, topic, captures), timeout=0.5)
@@ -359,7 +363,7 @@ class ImageReferences:
             key = plan.key.render(captures, topic, document)
         except DecodeError:
             self._stats.add("companion_images_missing", label=plan.label)
-            self._forward(_resolved(message, Attachment("companion", missing="no_key")))
+            self._forward(_resolved(message, Attachment(ReferenceKind.COMPANION, missing="no_key")))
             return True
         self._settle(plan, message, key, is_image=False)
         return True
@@ -391,7 +395,7 @@ class ImageReferences:
         """Forward what a join step released (outside the lock: forwarding may wait for the intake)."""
         for detection, image in outcome.paired:
             self._stats.add("companion_images_paired", label=plan.label)
-            self._forward(_resolved(detection, Attachment("companion", image.payload), (image,)))
+            self._forward(_resolved(detection, Attachment(ReferenceKind.COMPANION, image.payload), (image,)))
         for detection, why in outcome.unpaired:
             self._stats.add("companion_images_missing", label=plan.label)
             plan.missing_since_log += 1
@@ -400,7 +404,7 @@ class ImageReferences:
                 log.warning("companion images missing route=%s count=%d last_reason=%s last_topic=%s", plan.label,
                             plan.missing_since_log, why, detection.topic[:200].decode("utf-8", "replace"))
                 plan.last_missing_log, plan.missing_since_log = now, 0
-            self._forward(_resolved(detection, Attachment("companion", missing=why)))
+            self._forward(_resolved(detection, Attachment(ReferenceKind.COMPANION, missing=why)))
         for image in outcome.dropped:
             self._stats.add("companion_images_dropped", label=plan.label)
             self._ack(image)  # deliberately not buffered: no detection claimed it in time (README)

@@ -135,11 +135,6 @@ class Receipts:
         self._queue: queue.Queue[tuple[str, str, str, str, bytes, str]] = queue.Queue(maxsize=max_pending)
         self._warned_loop: set[str] = set()
 
-    @property
-    def is_enabled(self) -> bool:
-        """Whether any route asks for receipts."""
-        return bool(self._templates)
-
     # --- hooks ------------------------------------------------------------------------------------------------
 
     def on_outcome(self, record: Record, status: str, reason: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.model.values import JsonValue, lookup_path
 
 __all__ = ["CompiledRoute", "Router", "TopicTemplate", "ValueTemplate", "lookup_path"]
@@ -120,7 +120,7 @@ class ValueTemplate:
             else:
                 value = lookup_path(payload, key[len("payload."):])
                 if value is None or isinstance(value, dict | list):
-                    raise DecodeError("template_field_missing",
+                    raise DecodeError(DeadLetterReason.TEMPLATE_FIELD_MISSING,
                                       f"{{{key}}} in {self.template!r} has no scalar value in the payload")
                 out.append(str(value).lower() if isinstance(value, bool) else str(value))
         return "".join(out)
@@ -216,5 +216,5 @@ class Router:
             if len(self._cache) < 10_000:  # bounded: topics may carry ids
                 self._cache[topic] = hit
         if hit is None:
-            raise RouteNotFound("no_route", f"no route matches topic {topic[:200]!r}")
+            raise RouteNotFound(DeadLetterReason.NO_ROUTE, f"no route matches topic {topic[:200]!r}")
         return hit

@@ -33,7 +33,7 @@ from typing import IO
 
 import diskcache
 
-from mqtt_bridge.errors import BufferCorrupt, BufferError_, BufferLocked
+from mqtt_bridge.errors import BufferCorrupt, BufferLocked, DeadLetterReason, StorageError
 from mqtt_bridge.model.record import DeadLetter, Record
 
 __all__ = ["DiskBuffer"]
@@ -110,7 +110,7 @@ class DiskBuffer:
             os.chmod(self.path, 0o700)
             lock_file = (self.path / "bridge.lock").open("a+b")
         except OSError as exc:
-            raise BufferError_(f"cannot use buffer directory {self.path}: {exc.strerror}") from exc
+            raise StorageError(f"cannot use buffer directory {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -129,7 +129,7 @@ class DiskBuffer:
                 statistics=False, tag_index=False, timeout=60,
             )
             self._load_state()
-        except BufferError_:
+        except StorageError:
             self.close()
             raise
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -159,7 +159,7 @@ class DiskBuffer:
     @property
     def _db(self) -> diskcache.Cache:
         if self._cache is None:
-            raise BufferError_("the buffer is not open")
+            raise StorageError("the buffer is not open")
         return self._cache
 
     def _segment_keys(self) -> Iterator[int]:
@@ -247,7 +247,7 @@ class DiskBuffer:
         return raw
 
     def _quarantine(self, key: int, value: bytes) -> None:
-        letter = DeadLetter(reason="unreadable_record", detail="a buffered segment could not be decoded",
+        letter = DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail="a buffered segment could not be decoded",
                             topic="", route="", payload=value, received_at_s=0.0, dead_at_s=0.0)
         db = self._db
         with db.transact(retry=True):
@@ -264,7 +264,7 @@ class DiskBuffer:
 
     def _drop_record(self, key: int, raw: list[bytes], index: int) -> None:
         """Move one undecodable record to the dead letters by rewriting its segment without it."""
-        letter = DeadLetter(reason="unreadable_record", detail="a buffered record could not be decoded",
+        letter = DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail="a buffered record could not be decoded",
                             topic="", route="", payload=raw[index], received_at_s=0.0, dead_at_s=0.0)
         rest = raw[:index] + raw[index + 1:]
         new_key = ((key >> _COUNT_BITS) << _COUNT_BITS) | len(rest)
