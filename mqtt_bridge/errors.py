@@ -3,9 +3,8 @@
     BridgeError
     ├── ConfigError            invalid configuration; carries every problem with its key path
     ├── DecodeError            a message that cannot become a Vision Event (dead-lettered, never retried)
-    │   ├── PayloadTooLarge
     │   └── RouteNotFound      no route matches the topic
-    ├── BufferError_           the disk buffer cannot be used
+    ├── StorageError           the disk buffer cannot be used
     │   ├── BufferLocked       a second instance on the same buffer directory
     │   └── BufferCorrupt      the SQLite file failed its integrity check
     └── ApiError               the Vision Events API did not accept a request
@@ -13,25 +12,62 @@
         ├── AuthApiError       401/403: keep the data, mark the bridge not ready, retry later
         └── PermanentApiError  any other 4xx: the request itself is wrong (carries status and body)
 
-"Retryable" is a type, not a flag: callers decide by `except` clause.
+"Retryable" is a type, not a flag: callers decide by `except` clause. Every dead letter says why with one of the
+`DeadLetterReason` codes.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 __all__ = [
     "ApiError",
     "AuthApiError",
     "BridgeError",
     "BufferCorrupt",
-    "BufferError_",
     "BufferLocked",
     "ConfigError",
+    "DeadLetterReason",
     "DecodeError",
-    "PayloadTooLarge",
     "PermanentApiError",
     "RetryableApiError",
     "RouteNotFound",
+    "StorageError",
 ]
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message or event went to the dead letters: a short code, stored in the buffer as its text.
+
+    The values are part of the interface (stored dead letters, the `dead_letters{reason}` metric, receipts,
+    `mqtt-bridge dlq list --reason`); never change one, only add. A dead letter read back keeps its text as stored.
+    """
+
+    # the message (ingest, decoders, router)
+    TOPIC_NOT_UTF8 = "topic_not_utf8"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NO_ROUTE = "no_route"
+    TEMPLATE_FIELD_MISSING = "template_field_missing"
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_FORMAT = "unknown_format"
+    UNKNOWN_ALIAS = "unknown_alias"
+    BAD_BOX = "bad_box"
+    BAD_TIMESTAMP = "bad_timestamp"
+    EVENT_ID_MISSING = "event_id_missing"
+    INVALID_EVENT = "invalid_event"
+    INTERNAL_ERROR = "internal_error"
+    # its image
+    BAD_IMAGE = "bad_image"
+    IMAGE_REJECTED = "image_rejected"
+    IMAGE_URL_REFUSED = "image_url_refused"
+    IMAGE_FETCH_FAILED = "image_fetch_failed"
+    IMAGE_PATH_REFUSED = "image_path_refused"
+    IMAGE_READ_FAILED = "image_read_failed"
+    # delivery (the flusher) and the buffer itself; the first two hold a buffered record, not the MQTT payload
+    API_REJECTED = "api_rejected"
+    UPLOAD_REJECTED = "upload_rejected"
+    UNREADABLE_RECORD = "unreadable_record"
 
 
 class BridgeError(Exception):
@@ -47,31 +83,27 @@ class ConfigError(BridgeError):
 
 
 class DecodeError(BridgeError):
-    """A message cannot become a Vision Event. `reason` is a short machine-friendly code."""
+    """A message cannot become a Vision Event. `reason` says why, `detail` what exactly."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: DeadLetterReason, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-class PayloadTooLarge(DecodeError):
-    """The payload is over the configured size cap; it was not parsed."""
 
 
 class RouteNotFound(DecodeError):
     """No configured route matches the message topic."""
 
 
-class BufferError_(BridgeError):
+class StorageError(BridgeError):
     """The disk buffer cannot be opened or written."""
 
 
-class BufferLocked(BufferError_):
+class BufferLocked(StorageError):
     """Another process holds the buffer directory."""
 
 
-class BufferCorrupt(BufferError_):
+class BufferCorrupt(StorageError):
     """The buffer database failed its integrity check."""
 
 

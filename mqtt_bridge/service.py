@@ -23,7 +23,7 @@ from types import FrameType
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.api.usecases import check_use_cases
 from mqtt_bridge.config.bridge import BridgeConfig
-from mqtt_bridge.errors import ApiError, BufferError_, ConfigError
+from mqtt_bridge.errors import ApiError, ConfigError, StorageError
 from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences
 from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.mqtt.publisher import MqttPublisher
@@ -115,7 +115,7 @@ class Service:
     def start(self) -> None:
         """Check the use cases, open the buffer, then start flusher, intake and MQTT.
 
-        Raises ConfigError when a configured use case does not exist (unless allowed), BufferError_ if the buffer
+        Raises ConfigError when a configured use case does not exist (unless allowed), StorageError if the buffer
         is unusable.
         """
         config = self.config
@@ -199,7 +199,7 @@ class Service:
             try:
                 oldest = self._buffer.oldest_received_at_s()
                 gauges = BufferGauges(self._buffer.volume_bytes(), max(0.0, now - oldest) if oldest else 0.0)
-            except BufferError_:  # not open (before start or after shutdown)
+            except StorageError:  # not open (before start or after shutdown)
                 gauges = BufferGauges(0, 0.0)
             self._gauges = (now, gauges)
         return gauges

@@ -20,7 +20,7 @@ import yaml
 from mqtt_bridge import __version__
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.config.load import load_config, redacted
-from mqtt_bridge.errors import BufferError_, BufferLocked, ConfigError
+from mqtt_bridge.errors import BufferLocked, ConfigError, StorageError
 
 __all__ = ["EXIT_BUFFER", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_UNAVAILABLE", "main"]
 
@@ -82,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
-    except BufferError_ as exc:
+    except StorageError as exc:
         log.error("buffer unusable: %s", exc)
         return EXIT_BUFFER
     except OSError as exc:
@@ -225,7 +225,7 @@ def _ops(args: argparse.Namespace, action: Callable[[BridgeConfig], int]) -> int
         print("the bridge is running on this buffer; stop it first (the broker keeps new messages meanwhile)",
               file=sys.stderr)
         return EXIT_BUFFER
-    except BufferError_ as exc:
+    except StorageError as exc:
         print(f"buffer unusable: {exc}", file=sys.stderr)
         return EXIT_BUFFER
     except AuthApiError as exc:

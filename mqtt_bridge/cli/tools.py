@@ -4,7 +4,7 @@ Owns: what each tool does and prints, on a buffer the bridge is not using (it ho
 runs: stop it first, the broker keeps the new messages meanwhile) or, for `status`, on the running bridge's health
 server. Replay: a dead letter from ingest (the raw message) is ingested again with the *current* config, so a
 fixed route or a created use case lets it pass; one the API rejected (the buffered record) is queued again as it
-was. Raises `UsageError`, `ConfigError`, `BufferError_` or `ApiError`; `cli` maps them to exit codes.
+was. Raises `UsageError`, `ConfigError`, `StorageError` or `ApiError`; `cli` maps them to exit codes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import orjson
 from mqtt_bridge.api.bundle import BundleTooLarge, write_bundle
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.config.bridge import BridgeConfig
-from mqtt_bridge.errors import BridgeError, ConfigError
+from mqtt_bridge.errors import BridgeError, ConfigError, DeadLetterReason
 from mqtt_bridge.images.reference_plans import ReplayResolver
 from mqtt_bridge.images.references import ImageReferences
 from mqtt_bridge.model.record import DeadLetter, Record
@@ -54,8 +54,8 @@ __all__ = [
 ]
 
 # reasons whose dead letter holds a buffered Record (replay re-queues it); every other one holds the raw message
-API_REASONS = ("api_rejected", "upload_rejected")
-_NOT_REPLAYABLE = ("unreadable_record",)
+API_REASONS = (DeadLetterReason.API_REJECTED, DeadLetterReason.UPLOAD_REJECTED)
+_NOT_REPLAYABLE = (DeadLetterReason.UNREADABLE_RECORD,)
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _REPLAY_CHUNK = 200
@@ -209,7 +209,7 @@ def _replayed_records(letter: DeadLetter, ingestor: Ingestor,
         try:
             return [Record.from_bytes(letter.payload)], ""
         except (ValueError, KeyError, TypeError):
-            return [], "unreadable_record"
+            return [], DeadLetterReason.UNREADABLE_RECORD
     attachment = resolve(letter.topic, letter.payload) if resolve is not None else None
     result = ingestor.process(letter.topic.encode(), letter.payload, letter.received_at_s, attachment)
     if result.dead_letter is not None:

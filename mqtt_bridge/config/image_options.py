@@ -1,6 +1,7 @@
 """Per-route image references and resizing (`routes[].image.url`, `.file`, `.companion`, `.resize`).
 
-Owns: their pydantic models and checks. Must not do I/O.
+Owns: their pydantic models and checks. Must not do I/O. (`ReferenceKind`, which of them a route's image comes
+from, lives in `model.attachment`.)
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Annotated
 from pydantic import Field, IPvAnyNetwork, model_validator
 
 from mqtt_bridge.config.format_options import _Model, _Path
+from mqtt_bridge.model.attachment import ReferenceKind
 from mqtt_bridge.routing.templates import has_placeholder
 
-__all__ = ["CompanionImages", "FileReference", "ResizeOptions", "UrlReference"]
+__all__ = ["CompanionImages", "FileReference", "ReferenceKind", "ResizeOptions", "UrlReference"]
+
+
 
 
 _HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$|^[0-9A-Fa-f:.]+$"

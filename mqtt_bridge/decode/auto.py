@@ -15,7 +15,7 @@ from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode import deepstream, dlstreamer, frigate, sparkplug, ultralytics
 from mqtt_bridge.decode.base import Decoded, Decoder, DecoderFactory, Message
 from mqtt_bridge.decode.canonical import SCHEMA_ID, CanonicalMessage
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["AutoDecoder", "detect_format"]
@@ -85,10 +85,12 @@ class AutoDecoder:
             document = message.json()
         name = detect_format(message.topic, message.payload, document, self._route.generic is not None)
         if name is None:
-            raise DecodeError("unknown_format", "no known payload format fits (see spec §8; or give the route a "
-                                                "`generic` mapping)")
+            raise DecodeError(DeadLetterReason.UNKNOWN_FORMAT,
+                              "no known payload format fits (see spec §8; or give the route a "
+                              "`generic` mapping)")
         if name == "sparkplug" and self._route.sparkplug is None:
-            raise DecodeError("unknown_format", "a Sparkplug B message, but the route has no `sparkplug` mapping")
+            raise DecodeError(DeadLetterReason.UNKNOWN_FORMAT,
+                              "a Sparkplug B message, but the route has no `sparkplug` mapping")
         decoder = self._decoders.get(name)
         if decoder is None:
             decoder = self._decoders[name] = self._build(name, self._route)

@@ -15,7 +15,7 @@ from typing import Protocol
 import orjson
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonDict, JsonValue
 
 __all__ = ["Decoded", "Decoder", "DecoderFactory", "Message", "box", "clamp_confidence", "confidence_factor"]
@@ -73,7 +73,7 @@ class Message:
             try:
                 self._document = orjson.loads(self.payload)
             except orjson.JSONDecodeError as exc:
-                raise DecodeError("invalid_json", str(exc)[:300]) from None
+                raise DecodeError(DeadLetterReason.INVALID_JSON, str(exc)[:300]) from None
             self._is_parsed = True
         return self._document
 
@@ -104,7 +104,7 @@ def box(label: str, x: float, y: float, width: float, height: float, confidence:
     """
     for name, value in (("x", x), ("y", y), ("width", width), ("height", height), ("confidence", confidence)):
         if not math.isfinite(value):
-            raise DecodeError("bad_box", f"{name} of a {label!r} detection is not a finite number")
+            raise DecodeError(DeadLetterReason.BAD_BOX, f"{name} of a {label!r} detection is not a finite number")
     if width <= 0 or height <= 0:
         return None
     return {"class": label, "x": x, "y": y, "width": width, "height": height,

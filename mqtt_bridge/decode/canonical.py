@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.event import EVENT_TYPES
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
@@ -82,7 +82,7 @@ def _image_bytes(image: Image) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise DecodeError("bad_image", "image.data is not valid base64") from exc
+        raise DecodeError(DeadLetterReason.BAD_IMAGE, "image.data is not valid base64") from exc
 
 
 def decode(document: JsonValue, factor: float = 1.0) -> Decoded:
@@ -95,13 +95,14 @@ def decode(document: JsonValue, factor: float = 1.0) -> Decoded:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(message)"
-        raise DecodeError("invalid_message", f"{where}: {first['msg']} ({exc.error_count()} problem(s))") from None
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                          f"{where}: {first['msg']} ({exc.error_count()} problem(s))") from None
     out = Decoded(event_type=message.event_type, device_id=message.device_id, stream_id=message.stream_id,
                   event_id=message.event_id)
     if message.timestamp is not None:
         out.timestamp = parse_timestamp(message.timestamp)
         if out.timestamp is None:
-            raise DecodeError("bad_timestamp", "timestamp is neither ISO 8601 nor a Unix time")
+            raise DecodeError(DeadLetterReason.BAD_TIMESTAMP, "timestamp is neither ISO 8601 nor a Unix time")
     for det in message.detections:
         item = box(det.class_, det.x, det.y, det.width, det.height, det.confidence * factor)
         if item is None:

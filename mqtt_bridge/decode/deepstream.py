@@ -16,7 +16,7 @@ from mqtt_bridge.config.format_options import DeepStreamOptions
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, optional_text, timestamp
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonDict, JsonValue
 
 __all__ = ["DeepStreamDecoder", "is_full", "is_minimal"]
@@ -57,7 +57,7 @@ class DeepStreamDecoder:
         """Decode one message: one event per full-schema object, or one per minimal-schema frame."""
         document = message.json()
         if not isinstance(document, dict):
-            raise DecodeError("invalid_message", "a DeepStream message must be a JSON object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a DeepStream message must be a JSON object")
         if "objects" in document and "object" not in document:
             return [self._minimal(document)]
         return [self._full(document)]
@@ -77,16 +77,17 @@ class DeepStreamDecoder:
     def _full(self, document: JsonDict) -> Decoded:
         obj = document.get("object")
         if not isinstance(obj, dict):
-            raise DecodeError("invalid_message", "object must be an object (DeepStream full schema)")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "object must be an object (DeepStream full schema)")
         out = Decoded(timestamp=timestamp(document.get("@timestamp"), "@timestamp"))
         sensor = document.get("sensor")
         out.stream_id = optional_text(sensor.get("id")) if isinstance(sensor, dict) else None
         classes = [k for k, v in obj.items() if k not in _STANDARD_KEYS and isinstance(v, dict)]
         if not classes:
-            raise DecodeError("invalid_message", "object has no class key (e.g. \"scratch\": {\"confidence\": ...})")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                              "object has no class key (e.g. \"scratch\": {\"confidence\": ...})")
         label = next((k for k in classes if "confidence" in obj[k]), classes[0])  # type: ignore[operator]
         if len(label) > 256:
-            raise DecodeError("invalid_message", "object class key is longer than 256 characters")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "object class key is longer than 256 characters")
         attributes = obj[label]
         assert isinstance(attributes, dict)
         raw_confidence = attributes.get("confidence")
@@ -94,7 +95,7 @@ class DeepStreamDecoder:
                       else number(raw_confidence, f"object.{label[:40]}.confidence") * self._factor)
         bbox = obj.get("bbox")
         if not isinstance(bbox, dict):
-            raise DecodeError("invalid_message", "object.bbox must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "object.bbox must be an object")
         corners = tuple(number(bbox.get(k), f"object.bbox.{k}")
                         for k in ("topleftx", "toplefty", "bottomrightx", "bottomrighty"))
         self._add(out, label, (corners[0], corners[1], corners[2], corners[3]), confidence)
@@ -113,24 +114,25 @@ class DeepStreamDecoder:
     def _minimal(self, document: JsonDict) -> Decoded:
         objects = document.get("objects")
         if not isinstance(objects, list):
-            raise DecodeError("invalid_message", "objects must be a list (DeepStream minimal schema)")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "objects must be a list (DeepStream minimal schema)")
         out = Decoded(timestamp=timestamp(document.get("@timestamp"), "@timestamp"),
                       stream_id=optional_text(document.get("sensorId")))
         tracking_ids: list[str] = []
         for index, entry in enumerate(objects):
             where = f"objects[{index}]"
             if not isinstance(entry, str):
-                raise DecodeError("invalid_message", f"{where} must be a pipe-delimited string")
+                raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be a pipe-delimited string")
             parts = entry.split("|")
             if len(parts) < _MIN_FIELDS or not parts[5] or len(parts[5]) > 256:
-                raise DecodeError("invalid_message", f"{where} must be trackingId|left|top|right|bottom|label")
+                raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                                  f"{where} must be trackingId|left|top|right|bottom|label")
             try:
                 corners = (float(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]))
                 confidence = (float(parts[-1]) * self._factor if len(parts) > _MIN_FIELDS + 1 and parts[6] == "#"
                               else self._options.default_confidence)
             except ValueError:
-                raise DecodeError("invalid_message", f"{where} has a coordinate or confidence that is not a number"
-                                  ) from None
+                raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                                  f"{where} has a coordinate or confidence that is not a number") from None
             self._add(out, parts[5], corners, confidence)
             if parts[0] and parts[0] != _UNTRACKED:
                 tracking_ids.append(parts[0])

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, size_from, text, timestamp
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue
 
 __all__ = ["DlStreamerDecoder", "is_frame", "stream_from_source"]
@@ -65,10 +65,10 @@ class DlStreamerDecoder:
         """Decode one frame."""
         document = message.json()
         if not isinstance(document, dict):
-            raise DecodeError("invalid_message", "a DL Streamer frame must be a JSON object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a DL Streamer frame must be a JSON object")
         objects = document.get("objects", [])
         if not isinstance(objects, list):
-            raise DecodeError("invalid_message", "objects must be a list")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "objects must be a list")
         resolution = document.get("resolution")
         size = size_from(resolution.get("width"), resolution.get("height")) if isinstance(resolution, dict) else None
         out = Decoded(timestamp=timestamp(document.get("system_timestamp"), "system_timestamp"),
@@ -91,7 +91,7 @@ class DlStreamerDecoder:
     def _object(self, out: Decoded, item: JsonValue, where: str, size: tuple[float, float] | None,
                 attributes: dict[str, list[str]]) -> None:
         if not isinstance(item, dict):
-            raise DecodeError("invalid_message", f"{where} must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be an object")
         results = {k: v for k, v in item.items()
                    if k not in _ROI_KEYS and isinstance(v, dict) and isinstance(v.get("label"), str)}
         detection = item.get("detection")
@@ -114,8 +114,9 @@ class DlStreamerDecoder:
             values = tuple(number(item.get(k), f"{where}.{k}") for k in ("x", "y", "w", "h"))
             center = center_box("tl_xywh", (values[0], values[1], values[2], values[3]))
         else:
-            raise DecodeError("bad_box", f"{where} has neither a pixel ROI (x, y, w, h) nor a resolution for "
-                                         "its normalized bounding_box")
+            raise DecodeError(DeadLetterReason.BAD_BOX,
+                              f"{where} has neither a pixel ROI (x, y, w, h) nor a resolution for "
+                              "its normalized bounding_box")
         add_box(out, label, center, confidence * self._factor)
         for name, result in results.items():
             if _METADATA_KEY_RE.match(name):

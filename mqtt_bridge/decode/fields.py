@@ -14,7 +14,7 @@ import math
 from datetime import datetime
 
 from mqtt_bridge.decode.base import Decoded, box
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "base64_image",
     "center_box",
     "number",
-    "optional_number",
     "optional_text",
     "size_from",
     "text",
@@ -35,16 +34,11 @@ _MAX_LABEL_CHARS = 256
 def number(value: JsonValue, where: str) -> float:
     """A JSON number as a float. Raises DecodeError `invalid_message` for anything else (booleans too)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError("invalid_message", f"{where} must be a number")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be a number")
     result = float(value)
     if not math.isfinite(result):
-        raise DecodeError("bad_box", f"{where} is not a finite number")
+        raise DecodeError(DeadLetterReason.BAD_BOX, f"{where} is not a finite number")
     return result
-
-
-def optional_number(value: JsonValue, where: str) -> float | None:
-    """Like `number`, but None stays None."""
-    return None if value is None else number(value, where)
 
 
 def text(value: JsonValue, where: str) -> str:
@@ -52,7 +46,8 @@ def text(value: JsonValue, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value or len(value) > _MAX_LABEL_CHARS:
-        raise DecodeError("invalid_message", f"{where} must be a string of 1..{_MAX_LABEL_CHARS} characters")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                          f"{where} must be a string of 1..{_MAX_LABEL_CHARS} characters")
     return value
 
 
@@ -71,7 +66,7 @@ def timestamp(value: JsonValue, where: str) -> datetime | None:
         return None
     parsed = parse_timestamp(value)
     if parsed is None:
-        raise DecodeError("bad_timestamp", f"{where} is neither ISO 8601 nor a Unix time")
+        raise DecodeError(DeadLetterReason.BAD_TIMESTAMP, f"{where} is neither ISO 8601 nor a Unix time")
     return parsed
 
 
@@ -95,7 +90,8 @@ def center_box(convention: str, values: tuple[float, float, float, float], *, is
     a, b, c, d = values
     if is_normalized:
         if size is None:
-            raise DecodeError("bad_box", "normalized boxes need the image size (payload, image_size or the image)")
+            raise DecodeError(DeadLetterReason.BAD_BOX,
+                              "normalized boxes need the image size (payload, image_size or the image)")
         width_px, height_px = size
         a, b, c, d = a * width_px, b * height_px, c * width_px, d * height_px
     if convention == "xyxy":
@@ -122,9 +118,9 @@ def add_box(out: Decoded, label: str, center: tuple[float, float, float, float],
 def base64_image(value: JsonValue, where: str) -> bytes:
     """Decode an inline base64 image (a `data:` URI prefix is accepted). Raises DecodeError `bad_image`."""
     if not isinstance(value, str) or not value:
-        raise DecodeError("bad_image", f"{where} must be a base64 string")
+        raise DecodeError(DeadLetterReason.BAD_IMAGE, f"{where} must be a base64 string")
     data = value.partition(",")[2] if value.startswith("data:") else value
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise DecodeError("bad_image", f"{where} is not valid base64") from exc
+        raise DecodeError(DeadLetterReason.BAD_IMAGE, f"{where} is not valid base64") from exc

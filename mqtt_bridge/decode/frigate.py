@@ -20,7 +20,7 @@ from mqtt_bridge.config.format_options import FrigateOptions
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, optional_text, text, timestamp
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import sniff_image_type
 from mqtt_bridge.model.values import JsonDict, JsonValue
 
@@ -63,13 +63,13 @@ class FrigateDecoder:
             return []  # counts, stats, availability, reviews: nothing to send
         document = message.json()
         if not isinstance(document, dict):
-            raise DecodeError("invalid_message", "a Frigate event must be a JSON object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a Frigate event must be a JSON object")
         kind = document.get("type")
         after = document.get("after")
         if kind not in _TYPES:
-            raise DecodeError("invalid_message", "type must be new, update or end")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "type must be new, update or end")
         if not isinstance(after, dict):
-            raise DecodeError("invalid_message", "after must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "after must be an object")
         object_id = text(after.get("id"), "after.id")
         if self._options.send_on == "end":
             if kind != "end":
@@ -98,7 +98,7 @@ class FrigateDecoder:
         camera = text(after.get("camera"), "after.camera")
         raw_box = after.get("box")
         if not isinstance(raw_box, list) or len(raw_box) != 4:
-            raise DecodeError("invalid_message", "after.box must be [x_min, y_min, x_max, y_max]")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "after.box must be [x_min, y_min, x_max, y_max]")
         corners = tuple(number(v, f"after.box[{i}]") for i, v in enumerate(raw_box))
         score = after.get("score")
         confidence = number(score if score is not None else after.get("top_score"), "after.score") * self._factor

@@ -13,7 +13,7 @@ from mqtt_bridge.config.format_options import GenericMapping, ImageSize
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import add_box, base64_image, center_box, number, size_from, text, timestamp
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import image_size
 from mqtt_bridge.model.values import JsonValue, lookup_path
 
@@ -30,7 +30,8 @@ def _verdict(value: JsonValue, where: str) -> str:
         return "pass"
     if word in _FAIL:
         return "fail"
-    raise DecodeError("invalid_message", f"{where} must be a pass/fail verdict (pass, ok, fail, nok, ...)")
+    raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                      f"{where} must be a pass/fail verdict (pass, ok, fail, nok, ...)")
 
 
 def _items(document: JsonValue, path: str) -> list[JsonValue]:
@@ -41,7 +42,7 @@ def _items(document: JsonValue, path: str) -> list[JsonValue]:
         return [found]
     if isinstance(found, list):
         return found
-    raise DecodeError("invalid_message", f"{path or '(document)'} must be a list of detections")
+    raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{path or '(document)'} must be a list of detections")
 
 
 def _size(document: JsonValue, mapping: GenericMapping, default: ImageSize | None,
@@ -99,7 +100,8 @@ def decode_mapped(document: JsonValue, mapping: GenericMapping, factor: float = 
         if box_mapping.path is not None:
             raw = lookup_path(item, box_mapping.path)
             if not isinstance(raw, list) or len(raw) != 4:
-                raise DecodeError("invalid_message", f"{where}.{box_mapping.path} must be a list of four numbers")
+                raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                                  f"{where}.{box_mapping.path} must be a list of four numbers")
             values = tuple(number(v, f"{where}.{box_mapping.path}[{i}]") for i, v in enumerate(raw))
         else:
             values = tuple(number(lookup_path(item, p), f"{where}.{p}") for p in box_mapping.fields)
@@ -120,5 +122,5 @@ class GenericDecoder:
     def decode(self, message: Message) -> list[Decoded]:
         """Decode one message with the route's `generic` mapping."""
         if self._mapping is None:
-            raise DecodeError("unknown_format", "the route has no `generic` mapping for this payload")
+            raise DecodeError(DeadLetterReason.UNKNOWN_FORMAT, "the route has no `generic` mapping for this payload")
         return [decode_mapped(message.json(), self._mapping, self._factor, self._size, message.image)]

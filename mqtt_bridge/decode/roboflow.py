@@ -13,7 +13,7 @@ from __future__ import annotations
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import base64_image, optional_text
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = ["RoboflowDecoder", "decode", "decode_document"]
@@ -25,14 +25,14 @@ _MIN_POLYGON_POINTS = 3
 def _number(item: JsonDict, key: str, where: str) -> float:
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError("invalid_message", f"{where}.{key} must be a number")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.{key} must be a number")
     return float(value)
 
 
 def _label(item: JsonDict, where: str) -> str:
     label = item.get("class", item.get("class_name"))
     if not isinstance(label, str) or not label or len(label) > 256:
-        raise DecodeError("invalid_message", f"{where}.class must be a string of 1..256 characters")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.class must be a string of 1..256 characters")
     return label
 
 
@@ -43,7 +43,7 @@ def _points(raw: JsonValue, where: str) -> list[JsonValue] | None:
     points: list[JsonValue] = []
     for index, point in enumerate(raw):
         if not isinstance(point, dict):
-            raise DecodeError("invalid_message", f"{where}.points[{index}] must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.points[{index}] must be an object")
         at = f"{where}.points[{index}]"
         points.append([_number(point, "x", at), _number(point, "y", at)])
     return points
@@ -56,7 +56,7 @@ def _keypoints(raw: JsonValue, where: str) -> list[JsonValue] | None:
     out: list[JsonValue] = []
     for index, point in enumerate(raw):
         if not isinstance(point, dict):
-            raise DecodeError("invalid_message", f"{where}.keypoints[{index}] must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.keypoints[{index}] must be an object")
         class_id = point.get("class_id")
         point_id = class_id if isinstance(class_id, int) and not isinstance(class_id, bool) else index
         out.append({"id": point_id, "x": _number(point, "x", f"{where}.keypoints[{index}]"),
@@ -66,7 +66,7 @@ def _keypoints(raw: JsonValue, where: str) -> list[JsonValue] | None:
 
 def _prediction(out: Decoded, item: JsonValue, where: str, factor: float) -> None:
     if not isinstance(item, dict):
-        raise DecodeError("invalid_message", f"{where} must be an object")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be an object")
     label = _label(item, where)
     confidence = _number(item, "confidence", where) * factor
     if "x" not in item:
@@ -94,10 +94,10 @@ def _multi_label(out: Decoded, document: JsonDict, predictions: JsonDict, factor
     for name in names:
         detail = predictions.get(name)
         if not name or len(name) > 256:
-            raise DecodeError("invalid_message", "multi-label class names must have 1..256 characters")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "multi-label class names must have 1..256 characters")
         raw = detail.get("confidence") if isinstance(detail, dict) else detail
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise DecodeError("invalid_message", f"predictions.{name[:40]}.confidence must be a number")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"predictions.{name[:40]}.confidence must be a number")
         out.classifications.append({"class": name, "confidence": clamp_confidence(float(raw) * factor)})
 
 
@@ -110,7 +110,7 @@ def _response(out: Decoded, document: JsonDict, where: str, factor: float) -> No
         for index, item in enumerate(predictions):
             _prediction(out, item, f"{where}predictions[{index}]", factor)
     else:
-        raise DecodeError("invalid_message", f"{where}predictions must be a list")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}predictions must be a list")
     meta = document.get("inference_metadata")
     if isinstance(meta, dict):
         out.timestamp = (out.timestamp or parse_timestamp(meta.get("frame_decoding_time"))
@@ -159,13 +159,13 @@ def decode_document(document: JsonValue, factor: float = 1.0) -> list[Decoded]:
         results = []
         for index, item in enumerate(document):
             if not isinstance(item, dict):
-                raise DecodeError("invalid_message", f"[{index}] must be an inference response object")
+                raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"[{index}] must be an inference response object")
             out = Decoded()
             _response(out, item, f"[{index}].", factor)
             results.append(out)
         return results
     if not isinstance(document, dict):
-        raise DecodeError("invalid_message", "a Roboflow inference message must be a JSON object")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a Roboflow inference message must be a JSON object")
     outputs = document.get("outputs")
     if "predictions" not in document and isinstance(outputs, list):
         results = []
@@ -183,7 +183,7 @@ def decode(document: JsonValue, factor: float = 1.0) -> Decoded:
     """Translate a single inference response (the shape before Workflows support); DecodeError otherwise."""
     results = decode_document(document, factor)
     if len(results) != 1:
-        raise DecodeError("invalid_message", "expected a single inference response")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "expected a single inference response")
     return results[0]
 
 

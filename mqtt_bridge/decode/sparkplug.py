@@ -24,7 +24,7 @@ from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Decoder, DecoderFactory, Message, confidence_factor
 from mqtt_bridge.decode.generic import decode_mapped
 from mqtt_bridge.decode.sparkplug_schema import DataSetRaw, MetricRaw, RawValue, TemplateRaw, parse_payload
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
 __all__ = ["NAMESPACE", "SparkplugDecoder", "is_sparkplug_topic", "metric_value"]
@@ -58,16 +58,17 @@ def _array(data: bytes, datatype: int) -> JsonValue:
         return [part.decode("utf-8", errors="replace") for part in data.split(b"\x00")[:-1]]
     if datatype == _BOOLEAN_ARRAY:
         if len(data) < 4:
-            raise DecodeError("invalid_message", "a BooleanArray metric is shorter than its count")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a BooleanArray metric is shorter than its count")
         (count,) = struct.unpack_from("<I", data)
         bits = data[4:]
         if count > len(bits) * 8:
-            raise DecodeError("invalid_message", "a BooleanArray metric is shorter than its count")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a BooleanArray metric is shorter than its count")
         return [bool(bits[i // 8] >> (7 - i % 8) & 1) for i in range(count)]
     code = _ARRAYS[datatype]
     size = struct.calcsize(code)
     if len(data) % size:
-        raise DecodeError("invalid_message", f"an array metric of datatype {datatype} has a partial element")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                          f"an array metric of datatype {datatype} has a partial element")
     values = [v for (v,) in struct.iter_unpack("<" + code, data)]
     return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
 
@@ -75,7 +76,7 @@ def _array(data: bytes, datatype: int) -> JsonValue:
 def metric_value(raw: RawValue, datatype: int | None, depth: int = 0) -> JsonValue | bytes:
     """What a raw metric value means under its datatype; bytes stay bytes (Bytes, File)."""
     if depth > _MAX_DEPTH:
-        raise DecodeError("invalid_message", "Sparkplug templates nested too deeply")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "Sparkplug templates nested too deeply")
     if isinstance(raw, DataSetRaw):
         rows: list[JsonValue] = []
         for row in raw.rows:
@@ -124,7 +125,8 @@ class SparkplugDecoder:
         if levels[0] != NAMESPACE or len(levels) < _MIN_TOPIC_LEVELS or levels[1] == "STATE":
             if levels[0] == NAMESPACE and len(levels) > 1 and levels[1] == "STATE":
                 return []  # host application state: JSON, nothing to send
-            raise DecodeError("invalid_message", "not a Sparkplug B topic (spBv1.0/<group>/<type>/<edge>[/<device>])")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                              "not a Sparkplug B topic (spBv1.0/<group>/<type>/<edge>[/<device>])")
         group, kind, edge = levels[1], levels[2], levels[3]
         device = "/".join(levels[4:]) or None
         node = (group, edge)
@@ -163,8 +165,9 @@ class SparkplugDecoder:
             if name is None:
                 known = table.get(metric.alias) if metric.alias is not None else None
                 if known is None:
-                    raise DecodeError("unknown_alias", f"alias {metric.alias} on {topic[:200]} was not announced in a "
-                                                       "BIRTH the bridge has seen (it needs the edge node to rebirth)")
+                    raise DecodeError(DeadLetterReason.UNKNOWN_ALIAS,
+                                      f"alias {metric.alias} on {topic[:200]} was not announced in a "
+                                      "BIRTH the bridge has seen (it needs the edge node to rebirth)")
                 name, datatype = known[0], datatype if datatype is not None else known[1]
             if datatype is None:
                 datatype = self._types.get(node, {}).get(name)
@@ -194,10 +197,11 @@ class SparkplugDecoder:
         if spec.format == "generic":
             mapping = spec.generic or self._route.generic
             if mapping is None:
-                raise DecodeError("unknown_format", f"metric {spec.name!r} has no generic mapping")
+                raise DecodeError(DeadLetterReason.UNKNOWN_FORMAT, f"metric {spec.name!r} has no generic mapping")
             return [decode_mapped(_json_safe(value), mapping, self._factor, self._route.image_size)]
         if not isinstance(value, str):
-            raise DecodeError("invalid_message", f"metric {spec.name[:100]!r} must be a String holding JSON")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                              f"metric {spec.name[:100]!r} must be a String holding JSON")
         decoder = self._nested.get(spec.format)
         if decoder is None:
             decoder = self._nested[spec.format] = self._build(spec.format, self._route)

@@ -22,7 +22,7 @@ from google.protobuf import (  # type: ignore[import-untyped]  # protobuf ships 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped]
 from google.protobuf.message import Message as ProtobufMessage
 
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 
 __all__ = ["DataSetRaw", "MetricRaw", "PayloadRaw", "RawValue", "TemplateRaw", "encode_payload", "parse_payload"]
 
@@ -160,7 +160,7 @@ def _value(message: Any, oneof: str = "value") -> RawValue:
 def _utf8(text: str | bytes) -> str:
     """A proto2 string field: protobuf does not check UTF-8 there and hands invalid text back as bytes."""
     if isinstance(text, bytes):
-        raise DecodeError("invalid_message", "a Sparkplug name is not valid UTF-8")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, "a Sparkplug name is not valid UTF-8")
     return text
 
 
@@ -184,7 +184,8 @@ def parse_payload(data: bytes) -> PayloadRaw:
         message.ParseFromString(data)
     except (ProtobufDecodeError, RecursionError, ValueError):
         # the library's message differs between protobuf versions; the raw bytes are kept in the dead letter
-        raise DecodeError("invalid_message", "not a Sparkplug B payload (protobuf cannot parse it)") from None
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                          "not a Sparkplug B payload (protobuf cannot parse it)") from None
     return PayloadRaw(timestamp_ms=message.timestamp if message.HasField("timestamp") else None,
                       seq=message.seq if message.HasField("seq") else None,
                       metrics=tuple(_metric(m) for m in message.metrics))

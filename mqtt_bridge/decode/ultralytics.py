@@ -13,7 +13,7 @@ from __future__ import annotations
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded, Message, box, clamp_confidence, confidence_factor
 from mqtt_bridge.decode.fields import base64_image, number, optional_text, size_from, text
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import image_size
 from mqtt_bridge.model.values import JsonValue
 
@@ -38,7 +38,7 @@ def is_results(document: JsonValue) -> bool:
 def _series(raw: JsonValue, axis: str, where: str) -> list[float]:
     values = raw.get(axis) if isinstance(raw, dict) else None
     if not isinstance(values, list):
-        raise DecodeError("invalid_message", f"{where}.{axis} must be a list of numbers")
+        raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.{axis} must be a list of numbers")
     return [number(v, f"{where}.{axis}[{i}]") for i, v in enumerate(values)]
 
 
@@ -57,7 +57,7 @@ class UltralyticsDecoder:
             results = []
             for index, entry in enumerate(document["images"]):  # type: ignore[arg-type]
                 if not isinstance(entry, dict):
-                    raise DecodeError("invalid_message", f"images[{index}] must be an object")
+                    raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"images[{index}] must be an object")
                 shape = entry.get("shape")
                 size = size_from(shape[1], shape[0]) if isinstance(shape, list) and len(shape) >= 2 else None
                 results.append(self._results(entry.get("results"), f"images[{index}].results", b"", size,
@@ -66,10 +66,11 @@ class UltralyticsDecoder:
         if isinstance(document, list):
             return [self._results(document, "(list)", b"", None, message.image)]
         if not isinstance(document, dict):
-            raise DecodeError("invalid_message", "an Ultralytics message must be a list of results or an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
+                              "an Ultralytics message must be a list of results or an object")
         key = next((k for k in _WRAPPER_KEYS if k in document), None)
         if key is None:
-            raise DecodeError("invalid_message",
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE,
                               "no results list (a top-level list, or predictions/detections/results)")
         raw_image = document.get("image")
         image = base64_image(raw_image, "image") if isinstance(raw_image, str) else b""
@@ -78,13 +79,14 @@ class UltralyticsDecoder:
     def _results(self, items: JsonValue, where: str, image: bytes, size: tuple[float, float] | None,
                  referenced_image: bytes = b"") -> Decoded:
         if not isinstance(items, list):
-            raise DecodeError("invalid_message", f"{where} must be a list")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be a list")
         out = Decoded(image=image)
         if self._is_normalized:
             read = image_size(image or referenced_image) if image or referenced_image else None
             size = self._size or size or ((float(read[0]), float(read[1])) if read else None)
             if size is None:
-                raise DecodeError("bad_box", "normalized results need routes[].image_size (or an attached image)")
+                raise DecodeError(DeadLetterReason.BAD_BOX,
+                                  "normalized results need routes[].image_size (or an attached image)")
         track_ids: list[str] = []
         for index, item in enumerate(items):
             self._item(out, item, f"{where}[{index}]", size if self._is_normalized else None, track_ids)
@@ -95,7 +97,7 @@ class UltralyticsDecoder:
     def _item(self, out: Decoded, item: JsonValue, where: str, size: tuple[float, float] | None,
               track_ids: list[str]) -> None:
         if not isinstance(item, dict):
-            raise DecodeError("invalid_message", f"{where} must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where} must be an object")
         label = text(item.get("name", item.get("class")), f"{where}.name")
         confidence = number(item.get("confidence"), f"{where}.confidence") * self._factor
         raw_box = item.get("box")
@@ -103,12 +105,12 @@ class UltralyticsDecoder:
             out.classifications.append({"class": label, "confidence": clamp_confidence(confidence)})
             return
         if not isinstance(raw_box, dict):
-            raise DecodeError("invalid_message", f"{where}.box must be an object")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.box must be an object")
         sx, sy = size if size is not None else (1.0, 1.0)
         xs = [number(raw_box.get(k), f"{where}.box.{k}") * sx for k in ("x1", "x2", "x3", "x4") if k in raw_box]
         ys = [number(raw_box.get(k), f"{where}.box.{k}") * sy for k in ("y1", "y2", "y3", "y4") if k in raw_box]
         if len(xs) < 2 or len(ys) < 2:
-            raise DecodeError("invalid_message", f"{where}.box must have x1, y1, x2, y2")
+            raise DecodeError(DeadLetterReason.INVALID_MESSAGE, f"{where}.box must have x1, y1, x2, y2")
         if len(xs) == 2:
             x1, x2, y1, y2 = xs[0], xs[1], ys[0], ys[1]
         else:  # oriented box: its axis-aligned hull

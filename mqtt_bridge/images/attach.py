@@ -17,9 +17,9 @@ from __future__ import annotations
 from mqtt_bridge.config.routes import ImageOptions
 from mqtt_bridge.decode.base import Decoded, Message
 from mqtt_bridge.decode.fields import base64_image
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import ImageLimits, inspect_image, shrink
-from mqtt_bridge.model.attachment import Attachment
+from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.event import MAX_METADATA_KEYS
 from mqtt_bridge.model.values import JsonDict, JsonValue, lookup_path
 
@@ -90,11 +90,11 @@ class ImageAttacher:
         value = lookup_path(message.json(), path)
         if value is None:
             return None
-        return Attachment("inline", base64_image(value, path))
+        return Attachment(ReferenceKind.INLINE, base64_image(value, path))
 
     def finish(self, decoded: Decoded, referenced: Attachment | None) -> None:
         """Attach, check and shrink the image of one decoded event (in place). Raises DecodeError."""
-        is_inline = bool(decoded.image) or (referenced is not None and referenced.kind == "inline")
+        is_inline = bool(decoded.image) or (referenced is not None and referenced.kind == ReferenceKind.INLINE)
         if not decoded.image and referenced is not None:
             if referenced.image:
                 decoded.image = referenced.image
@@ -104,7 +104,8 @@ class ImageAttacher:
                 decoded.metadata["imageMissing"] = referenced.missing
         if not decoded.image:
             return
-        info = inspect_image(decoded.image, self._limits, "bad_image" if is_inline else "image_rejected")
+        unknown = DeadLetterReason.BAD_IMAGE if is_inline else DeadLetterReason.IMAGE_REJECTED
+        info = inspect_image(decoded.image, self._limits, unknown)
         resize = self._options.resize
         if resize is None:
             return

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 
 __all__ = [
     "ACCEPTED_TYPES",
@@ -177,19 +177,21 @@ def _heif_size(data: bytes) -> tuple[int, int] | None:
 
 def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
     if width <= 0 or height <= 0:
-        raise DecodeError("image_rejected", f"the image header says {width}x{height} pixels")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED, f"the image header says {width}x{height} pixels")
     if width * height > limits.max_pixels:
-        raise DecodeError("image_rejected", f"{width}x{height} pixels is over the limit of {limits.max_pixels}")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
+                          f"{width}x{height} pixels is over the limit of {limits.max_pixels}")
 
 
-def inspect_image(data: bytes, limits: ImageLimits, unknown_reason: str = "image_rejected") -> ImageInfo:
+def inspect_image(data: bytes, limits: ImageLimits,
+                  unknown_reason: DeadLetterReason = DeadLetterReason.IMAGE_REJECTED) -> ImageInfo:
     """Check an image before it is buffered: accepted type (from the bytes), byte size, pixel count, no bomb.
 
     Reads the header only. Raises DecodeError: `unknown_reason` when the bytes are none of the accepted types,
     `image_rejected` for everything else (too many bytes or pixels, a decompression bomb, an unreadable header).
     """
     if len(data) > limits.max_bytes:
-        raise DecodeError("image_rejected", f"{len(data)} bytes is over the limit of {limits.max_bytes}")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED, f"{len(data)} bytes is over the limit of {limits.max_bytes}")
     image_type = sniff_image_type(data)
     if image_type is None:
         raise DecodeError(unknown_reason, "the bytes are not JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC or AVIF")
@@ -204,10 +206,11 @@ def inspect_image(data: bytes, limits: ImageLimits, unknown_reason: str = "image
                                                          formats=[_PILLOW_FORMATS[image_type]]) as picture:
             width, height = picture.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError("image_rejected", f"over the pixel limit of {limits.max_pixels} (decompression bomb "
-                                            f"check): {exc}"[:300]) from None
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
+                          f"over the pixel limit of {limits.max_pixels} (decompression bomb "
+                          f"check): {exc}"[:300]) from None
     except _HEADER_ERRORS as exc:
-        raise DecodeError("image_rejected", f"unreadable {image_type} header: {exc}"[:300]) from None
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED, f"unreadable {image_type} header: {exc}"[:300]) from None
     _check_pixels(width, height, limits)
     return ImageInfo(image_type, width, height, is_decodable=True)
 
@@ -238,7 +241,8 @@ def shrink(data: bytes, info: ImageInfo, limits: ImageLimits, max_width: int | N
             out = io.BytesIO()
             frame.save(out, format="JPEG", quality=jpeg_quality, optimize=True)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, *_HEADER_ERRORS) as exc:
-        raise DecodeError("image_rejected", f"cannot decode the {info.type} image: {exc}"[:300]) from None
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
+                          f"cannot decode the {info.type} image: {exc}"[:300]) from None
     encoded = out.getvalue()
     if scale >= 1.0 and info.type == "jpeg" and len(encoded) >= len(data):
         return None

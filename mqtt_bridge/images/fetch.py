@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from mqtt_bridge import __version__
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 
 __all__ = ["FetchedImage", "UrlFetcher", "UrlPolicy", "is_forbidden_address"]
 
@@ -39,8 +39,8 @@ _CHUNK = 64 * 1024
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _NUMERIC_RE = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")  # a label a resolver may read as a number (2130706433, 0x7f)
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_REFUSED = "image_url_refused"
-_FAILED = "image_fetch_failed"
+_REFUSED = DeadLetterReason.IMAGE_URL_REFUSED
+_FAILED = DeadLetterReason.IMAGE_FETCH_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +184,8 @@ def _read_body(connection: http.client.HTTPConnection, response: http.client.HTT
                deadline: float) -> bytes:
     declared = response.getheader("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
-        raise DecodeError("image_rejected", f"Content-Length {declared} is over the limit of {policy.max_bytes}")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
+                          f"Content-Length {declared} is over the limit of {policy.max_bytes}")
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -196,7 +197,8 @@ def _read_body(connection: http.client.HTTPConnection, response: http.client.HTT
         chunks.append(chunk)
         total += len(chunk)
         if total > policy.max_bytes:
-            raise DecodeError("image_rejected", f"the image is over the limit of {policy.max_bytes} bytes")
+            raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
+                              f"the image is over the limit of {policy.max_bytes} bytes")
 
 
 class UrlFetcher:

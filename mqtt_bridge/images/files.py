@@ -19,12 +19,12 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 
 __all__ = ["read_under_roots"]
 
-_REFUSED = "image_path_refused"
-_FAILED = "image_read_failed"
+_REFUSED = DeadLetterReason.IMAGE_PATH_REFUSED
+_FAILED = DeadLetterReason.IMAGE_READ_FAILED
 _MAX_PATH_CHARS = 4096
 
 
@@ -75,12 +75,12 @@ def read_under_roots(path_text: str, roots: Sequence[Path], max_bytes: int) -> b
         os.close(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise DecodeError(_REFUSED, "not a regular file")
-        raise DecodeError("image_rejected", f"{info.st_size} bytes is over the limit of {max_bytes}")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED, f"{info.st_size} bytes is over the limit of {max_bytes}")
     with os.fdopen(descriptor, "rb") as handle:
         try:
             data = handle.read(max_bytes + 1)
         except OSError as exc:
             raise DecodeError(_FAILED, f"cannot read the file: {exc.strerror}") from None
     if len(data) > max_bytes:
-        raise DecodeError("image_rejected", f"the file grew over the limit of {max_bytes} bytes")
+        raise DecodeError(DeadLetterReason.IMAGE_REJECTED, f"the file grew over the limit of {max_bytes} bytes")
     return data

@@ -16,11 +16,11 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import ConfigError, DecodeError, RouteNotFound
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import CompanionJoin
 from mqtt_bridge.images.fetch import UrlFetcher, UrlPolicy
 from mqtt_bridge.images.files import read_under_roots
-from mqtt_bridge.model.attachment import Attachment
+from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.values import JsonValue, lookup_path
 from mqtt_bridge.observe.stats import Stats
@@ -40,7 +40,7 @@ def _url_value(value: str) -> str:
 
 def _path_value(value: str) -> str:
     if not _PLAIN_NAME_RE.match(value) or value in (".", ".."):
-        raise DecodeError("image_path_refused", f"{value[:60]!r} is not a plain file or directory name")
+        raise DecodeError(DeadLetterReason.IMAGE_PATH_REFUSED, f"{value[:60]!r} is not a plain file or directory name")
     return value
 
 
@@ -66,7 +66,7 @@ class ReferencePlan:
         self.max_bytes = options.max_bytes
         self.roots = options.file.roots if options.file is not None else []
         if options.url is not None:
-            self.kind = "url"
+            self.kind = ReferenceKind.URL
             self.field = options.url.field
             if options.url.template is not None:
                 self.template = ValueTemplate(options.url.template, names, f"{where}.url.template",
@@ -76,7 +76,7 @@ class ReferencePlan:
                 timeout_s=options.url.timeout_s, max_bytes=options.max_bytes,
                 max_redirects=options.url.max_redirects, ca_file=options.url.ca_file))
         elif options.file is not None:
-            self.kind = "file"
+            self.kind = ReferenceKind.FILE
             self.field = options.file.field
             if options.file.template is not None:
                 self.template = ValueTemplate(options.file.template, names, f"{where}.file.template",
@@ -84,7 +84,7 @@ class ReferencePlan:
         else:
             companion = options.companion
             assert companion is not None
-            self.kind = "companion"
+            self.kind = ReferenceKind.COMPANION
             self.image_topic = TopicTemplate(companion.topic, f"{where}.companion.topic")
             levels = self.image_topic.level_names
             key_text = companion.key if companion.key is not None else "/".join(f"{{{n}}}" for n in levels)
@@ -118,8 +118,8 @@ class ReferencePlan:
                 if value is None:
                     return None  # the message names no image: it is sent without one
                 if not isinstance(value, str):
-                    raise DecodeError(f"image_{self.kind if self.kind == 'url' else 'path'}_refused",
-                                      f"{self.field} must be a string")
+                    raise DecodeError(DeadLetterReason.IMAGE_URL_REFUSED if self.kind == ReferenceKind.URL
+                                      else DeadLetterReason.IMAGE_PATH_REFUSED, f"{self.field} must be a string")
                 reference = value
             else:
                 assert self.template is not None
@@ -127,18 +127,19 @@ class ReferencePlan:
                 if rendered is None:
                     return None
                 reference = rendered
-            if self.kind == "url":
+            if self.kind == ReferenceKind.URL:
                 assert self.fetcher is not None
                 fetched = self.fetcher.fetch(reference)
-                attachment = Attachment("url", fetched.data, _file_name(urlsplit(fetched.url).path))
+                attachment = Attachment(ReferenceKind.URL, fetched.data, _file_name(urlsplit(fetched.url).path))
             else:
                 data = read_under_roots(reference, self.roots, self.max_bytes)
-                attachment = Attachment("file", data, _file_name(reference))
+                attachment = Attachment(ReferenceKind.FILE, data, _file_name(reference))
         except DecodeError as exc:  # the intake logs and counts the dead letter
             return Attachment(self.kind, problem=(exc.reason, exc.detail))
         except Exception as exc:  # a fetch must never take the worker down: the message is dead-lettered instead
             log.exception("image reference failed route=%s topic=%s", self.label, topic[:200])
-            return Attachment(self.kind, problem=(f"image_{'fetch' if self.kind == 'url' else 'read'}_failed",
+            return Attachment(self.kind, problem=(DeadLetterReason.IMAGE_FETCH_FAILED if self.kind == ReferenceKind.URL
+                                                  else DeadLetterReason.IMAGE_READ_FAILED,
                                                   f"{type(exc).__name__}: {exc}"[:300]))
         if self._stats is not None:
             self._stats.add("image_references_resolved", label=self.label)

@@ -32,7 +32,7 @@ from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import JoinOutcome
 from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, has_reference
-from mqtt_bridge.model.attachment import Attachment
+from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.values import JsonValue
 from mqtt_bridge.observe.stats import Stats
@@ -126,7 +126,7 @@ class ImageReferences:
         plan = self._plans.get(route.index)
         if plan is None:
             return False
-        if plan.kind != "companion":
+        if plan.kind != ReferenceKind.COMPANION:
             while not self._stop.is_set():
                 try:
                     self._jobs.put((plan, message, topic, captures), timeout=0.5)
@@ -144,7 +144,7 @@ class ImageReferences:
             key = plan.key.render(captures, topic, document)
         except DecodeError:
             self._stats.add("companion_images_missing", label=plan.label)
-            self._forward(message.with_image(Attachment("companion", missing="no_key")))
+            self._forward(message.with_image(Attachment(ReferenceKind.COMPANION, missing="no_key")))
             return True
         self._settle(plan, message, key, is_image=False)
         return True
@@ -176,7 +176,7 @@ class ImageReferences:
         """Forward what a join step released (outside the lock: forwarding may wait for the intake)."""
         for detection, image in outcome.paired:
             self._stats.add("companion_images_paired", label=plan.label)
-            self._forward(detection.with_image(Attachment("companion", image.payload), (image,)))
+            self._forward(detection.with_image(Attachment(ReferenceKind.COMPANION, image.payload), (image,)))
         for detection, why in outcome.unpaired:
             self._stats.add("companion_images_missing", label=plan.label)
             plan.missing_since_log += 1
@@ -185,7 +185,7 @@ class ImageReferences:
                 log.warning("companion images missing route=%s count=%d last_reason=%s last_topic=%s", plan.label,
                             plan.missing_since_log, why, detection.topic[:200].decode("utf-8", "replace"))
                 plan.last_missing_log, plan.missing_since_log = now, 0
-            self._forward(detection.with_image(Attachment("companion", missing=why)))
+            self._forward(detection.with_image(Attachment(ReferenceKind.COMPANION, missing=why)))
         for image in outcome.dropped:
             self._stats.add("companion_images_dropped", label=plan.label)
             image.ack()  # deliberately not buffered: no detection claimed it in time (README)

@@ -7,8 +7,19 @@ no I/O, no imports above `model/` (the image stage builds it, `images.attach` co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-__all__ = ["Attachment"]
+from mqtt_bridge.errors import DeadLetterReason
+
+__all__ = ["Attachment", "ReferenceKind"]
+
+class ReferenceKind(StrEnum):
+    """Where a route's image comes from, one per key of `routes[].image`: the kind of an `Attachment`."""
+
+    INLINE = "inline"  # base64_path: a base64 string in the payload itself
+    URL = "url"  # fetched over HTTP(S)
+    FILE = "file"  # read from a file under allowed roots
+    COMPANION = "companion"  # raw bytes published on a topic of their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +31,8 @@ class Attachment:
     companion image that did not come in time), noted on the event as `customMetadata.imageMissing`.
     """
 
-    kind: str
+    kind: ReferenceKind
     image: bytes = b""
     name: str = ""
-    problem: tuple[str, str] | None = None
+    problem: tuple[DeadLetterReason, str] | None = None
     missing: str = ""

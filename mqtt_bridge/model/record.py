@@ -2,12 +2,16 @@
 
 A buffered `Record` is `4-byte header length | JSON header | image bytes`. The header carries a schema version so
 that a newer bridge can read an older buffer. Values are bytes only; nothing is ever pickled. Must not do I/O.
+
+Headers written before issue 11 also hold an `"extra": {}` (a field nothing ever filled): it is ignored on reading,
+and no longer written (a bridge of the previous version reads a header without it as `{}`, so a downgrade reads
+this buffer too).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -36,7 +40,6 @@ class Record:
     received_at_s: float
     image: bytes = b""
     image_name: str = ""
-    extra: JsonDict = field(default_factory=dict)
 
     @property
     def event_id(self) -> str:
@@ -47,7 +50,7 @@ class Record:
         """Serialise for the buffer: length-prefixed JSON header, then the raw image bytes."""
         header = orjson.dumps({
             "v": _RECORD_VERSION, "event": self.event, "route": self.route, "topic": self.topic,
-            "received_at_s": self.received_at_s, "image_name": self.image_name, "extra": self.extra,
+            "received_at_s": self.received_at_s, "image_name": self.image_name,
         })
         return _HEADER_LEN.pack(len(header)) + header + self.image
 
@@ -63,13 +66,18 @@ class Record:
         return cls(
             event=header["event"], route=header["route"], topic=header["topic"],
             received_at_s=float(header["received_at_s"]), image=bytes(data[_HEADER_LEN.size + length:]),
-            image_name=header.get("image_name", ""), extra=header.get("extra", {}),
+            image_name=header.get("image_name", ""),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message or event that cannot be delivered, kept with the reason and the original bytes."""
+    """A message or event that cannot be delivered, kept with the reason and the original bytes.
+
+    `reason` is a `DeadLetterReason`, held as its plain text: what is stored and read back (a dead letter of any
+    version reads, whatever reasons it knew), what metrics label and receipts carry, and what `dlq list --reason`
+    matches.
+    """
 
     reason: str
     detail: str
@@ -81,6 +89,11 @@ class DeadLetter:
     event_id: str = ""
     api_status: int | None = None
     api_body: str = ""
+
+    def __post_init__(self) -> None:
+        # a DeadLetterReason member becomes its text, so that it is the same value after a round trip through the
+        # buffer (and a dict keyed by reasons stays serialisable: orjson refuses str subclasses as keys)
+        object.__setattr__(self, "reason", str(self.reason))
 
     def to_bytes(self) -> bytes:
         """Serialise as JSON with the payload base64-encoded (JSON cannot hold raw bytes)."""

@@ -51,7 +51,6 @@ class MqttSubscriber:
         self.is_connected = False
         self.is_subscribed = False
         self.session_present: bool | None = None
-        self.connects = 0
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -104,7 +103,6 @@ class MqttSubscriber:
                 log.warning("mqtt connect refused reason=%s", reason_code)
                 return
             self._generation += 1
-            self.connects += 1
             self.is_connected = True
             self.session_present = bool(flags.session_present)
             if flags.session_present or self._generation == 1:

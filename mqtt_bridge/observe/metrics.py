@@ -62,8 +62,6 @@ GAUGES: dict[str, tuple[str, str]] = {
     "last_delivery_time_seconds": ("last_delivery_timestamp_seconds",
                                    "Unix time of the last successful delivery (0 before the first)."),
 }
-# Stats names that are superseded by the latency histogram and not exported.
-_HIDDEN = {"api_upload_seconds_ms", "api_last_batch_seconds"}
 _HISTOGRAMS = {"api_request_seconds": ("operation", "Vision Events API request duration, by operation "
                                                     "(batch, upload), successful or not.")}
 
@@ -110,8 +108,6 @@ class _BridgeCollector(Collector):
         for (name, label), value in counters.items():
             by_name.setdefault(name, []).append((label, value))
         for name in sorted(set(by_name) | set(COUNTERS)):
-            if name in _HIDDEN:
-                continue
             label_name, help_text = COUNTERS.get(name, ("label", f"Bridge counter {name}."))
             family = CounterMetricFamily(PREFIX + name, help_text, labels=[label_name] if label_name else None)
             for label, value in sorted(by_name.get(name, [])):
@@ -124,8 +120,6 @@ class _BridgeCollector(Collector):
             yield family
         gauges = self._stats.gauges()
         for name, gauge in sorted(gauges.items()):
-            if name in _HIDDEN:
-                continue
             exported, help_text = GAUGES.get(name, (name, f"Bridge gauge {name}."))
             yield GaugeMetricFamily(PREFIX + exported, help_text, value=gauge)
         if "last_delivery_time_seconds" not in gauges:

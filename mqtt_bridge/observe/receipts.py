@@ -103,11 +103,6 @@ class Receipts(OutcomeHook):
         self._queue: queue.Queue[tuple[str, str, str, str, bytes, str]] = queue.Queue(maxsize=max_pending)
         self._warned_loop: set[str] = set()
 
-    @property
-    def is_enabled(self) -> bool:
-        """Whether any route asks for receipts."""
-        return bool(self._templates)
-
     # --- outcome hooks (called through `OutcomeHooks`; cheap, never raise) --------------------------------------
 
     def on_delivered(self, record: Record) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mqtt_bridge.api.client import EventsApi
-from mqtt_bridge.errors import ApiError, AuthApiError, PermanentApiError, RetryableApiError
+from mqtt_bridge.errors import ApiError, AuthApiError, DeadLetterReason, PermanentApiError, RetryableApiError
 from mqtt_bridge.images.checks import content_hash, file_extension, sniff_image_type
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
@@ -193,7 +193,7 @@ class Flusher:
                         source_id = self._api.upload_image(record.image, record.image_name or
                                                            f"{record.event_id}.{extension}")
                     except PermanentApiError as exc:
-                        progress.dead_letter(index, "upload_rejected", exc)
+                        progress.dead_letter(index, DeadLetterReason.UPLOAD_REJECTED, exc)
                         continue
                     self._buffer.remember_source_id(image_hash, source_id)
                     self._stats.add("images_uploaded")
@@ -207,13 +207,11 @@ class Flusher:
         if not items:
             return
         try:
-            started = time.monotonic()
             self._api.create_batch([event for _, event in items])
-            self._stats.set("api_last_batch_seconds", time.monotonic() - started)
             self._stats.add("api_batches")
         except PermanentApiError as exc:
             if len(items) == 1:
-                progress.dead_letter(items[0][0], "api_rejected", exc)
+                progress.dead_letter(items[0][0], DeadLetterReason.API_REJECTED, exc)
                 return
             log.info("api rejected a batch of %d status=%s; splitting to find the bad events", len(items),
                      exc.status)
@@ -259,7 +257,7 @@ class _Progress:
         self.done = [False] * len(records)
         self.dead: dict[int, DeadLetter] = {}
 
-    def dead_letter(self, index: int, reason: str, exc: ApiError) -> None:
+    def dead_letter(self, index: int, reason: DeadLetterReason, exc: ApiError) -> None:
         record = self.records[index]
         self.dead[index] = DeadLetter(
             reason=reason, detail=str(exc), topic=record.topic, route=record.route, payload=record.to_bytes(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import ConfigError, RouteNotFound
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, RouteNotFound
 from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
 __all__ = ["CompiledRoute", "Router"]
@@ -106,5 +106,5 @@ class Router:
             if len(self._cache) < 10_000:  # bounded: topics may carry ids
                 self._cache[topic] = hit
         if hit is None:
-            raise RouteNotFound("no_route", f"no route matches topic {topic[:200]!r}")
+            raise RouteNotFound(DeadLetterReason.NO_ROUTE, f"no route matches topic {topic[:200]!r}")
         return hit

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from mqtt_bridge.errors import ConfigError, DecodeError
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue, lookup_path
 
 __all__ = ["TopicTemplate", "ValueTemplate", "has_placeholder"]
@@ -122,7 +122,7 @@ class ValueTemplate:
         `escape` refuses a value)."""
         rendered, missing = self._fill(captures, topic, payload)
         if missing is not None:
-            raise DecodeError("template_field_missing",
+            raise DecodeError(DeadLetterReason.TEMPLATE_FIELD_MISSING,
                               f"{{{missing}}} in {self.template!r} has no scalar value in the payload")
         return rendered
 

@@ -1,28 +1,25 @@
-"""The durable disk buffer on diskcache: the only module that imports it.
+"""The durable disk buffer: the queue of accepted records, on diskcache (`storage/` is its only importer).
 
 Owns: where accepted messages live between the broker's ack and the API's 201, and the rules of
-spec/reliability.md §2 that keep them there: no eviction, no expiry, `synchronous=FULL` with one transaction per
-group of messages (group commit), bytes only (a Disk that refuses to pickle or unpickle), every value inline in
-SQLite (no side files that a rollback or power loss could orphan), peek → send → delete (never pop before send),
-a high-water mark that tells the caller to stop acking before the disk is full, a lock file so that a second
-instance on the same directory refuses to start, and the dead-letter store.
+spec/reliability.md §2 that keep them there: one transaction per group of messages (group commit), peek → send →
+delete (never pop before send), one bad record or segment moved aside instead of blocking the queue, a high-water
+mark that tells the caller to stop acking before the disk is full, and the upload cache. `DiskBuffer` is the one
+interface of the subsystem; it opens the database through `storage.disk` (instance lock, integrity check,
+bytes-only values, the durable settings) and keeps dead letters in `storage.dead_letters`.
 
 Layout: one SQLite database, so that finishing a batch (delete what was delivered, add what was dead-lettered)
-is one transaction. The queue is a sequence of *segments*: each group commit writes the records it received as
-one value (length-prefixed records), under the integer key `seq << 16 | record count`, so keys sort in arrival
-order, before every string key, and the depth can be counted from the keys alone. The `head` key says how many
-records of the first segment are already done. Dead letters have `dlq-<n>` keys; the sourceIds of uploaded
-images are remembered under `img:<sha256>`. Compared with one row per record this writes, reads and deletes about
-a hundred times fewer SQLite rows, which is what made the durable path as fast as the naive batcher
-(issue 7, `mqtt-bridge bench`).
+is one transaction. The queue is a sequence of *segments* (format in `storage.segments`): each group commit writes
+the records it received as one value (length-prefixed records), under the integer key `seq << 16 | record count`,
+so keys sort in arrival order, before every string key, and the depth can be counted from the keys alone. The
+`head` key says how many records of the first segment are already done. Dead letters have `dlq-<n>` keys; the
+sourceIds of uploaded images are remembered under `img:<sha256>`. Compared with one row per record this writes,
+reads and deletes about a hundred times fewer SQLite rows, which is what made the durable path as fast as the
+naive batcher (issue 7, `mqtt-bridge bench`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import shutil
 import sqlite3
 import struct
@@ -33,49 +30,18 @@ from typing import IO
 
 import diskcache
 
-from mqtt_bridge.errors import BufferCorrupt, BufferError_, BufferLocked
+from mqtt_bridge.errors import BufferCorrupt, DeadLetterReason, StorageError
 from mqtt_bridge.model.record import DeadLetter, Record
+from mqtt_bridge.storage.dead_letters import DeadLetters
+from mqtt_bridge.storage.disk import lock_directory, open_database, unlock_directory
+from mqtt_bridge.storage.segments import COUNT_BITS, frame, group, key_count, record_at, split, split_records
 
 __all__ = ["DiskBuffer"]
 
 log = logging.getLogger(__name__)
 
-_DLQ_PREFIX = "dlq"
 _IMG_PREFIX = "img:"
 _HEAD_KEY = "head"
-_COUNT_BITS = 16
-_MAX_SEGMENT_RECORDS = 2**_COUNT_BITS - 1
-_MAX_SEGMENT_BYTES = 8 * 2**20
-_LENGTH = struct.Struct(">I")
-_INLINE_LIMIT = 2**31 - 1  # every value stays inside SQLite (reliability.md §2.3, rollback with side files)
-
-
-class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache Disk that stores only bytes/str/int and never unpickles (CVE-2025-69872)."""
-
-    def store(self, value: object, read: bool, key: object = diskcache.core.UNKNOWN) -> object:
-        if not isinstance(value, bytes | str | int) or read:
-            raise TypeError(f"the buffer stores bytes only, not {type(value).__name__}")
-        return super().store(value, read, key)
-
-    def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> object:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise BufferCorrupt("a pickled value was found in the buffer; refusing to load it")
-        return super().fetch(mode, filename, value, read)
-
-
-def _quick_check(db_path: Path) -> None:
-    """Run SQLite's quick_check before diskcache touches the file; a corrupt buffer must never start empty."""
-    if not db_path.exists():
-        return
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)) as con:
-            rows = con.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise BufferCorrupt(f"{db_path} is not a readable SQLite database ({exc}); move it aside "
-                            "to start with an empty buffer, or restore it from a backup") from exc
-    if rows != [("ok",)]:
-        raise BufferCorrupt(f"{db_path} failed its integrity check: {rows[:3]}")
 
 
 class DiskBuffer:
@@ -93,7 +59,7 @@ class DiskBuffer:
         self._cache: diskcache.Cache | None = None
         self._count_lock = threading.Lock()
         self._depth = 0
-        self._dead = 0
+        self._letters = DeadLetters(lambda: self._db)
         self._next_seq = 0
         self._head_key: int | None = None  # segment the `head` index refers to
         self._head_index = 0  # records of that segment already done
@@ -105,37 +71,17 @@ class DiskBuffer:
 
     def open(self) -> None:
         """Create the private directory, take the instance lock, check and open the database."""
+        self._lock_file = lock_directory(self.path)
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.path, 0o700)
-            lock_file = (self.path / "bridge.lock").open("a+b")
-        except OSError as exc:
-            raise BufferError_(f"cannot use buffer directory {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock_file.close()
-            raise BufferLocked(f"another bridge is using the buffer at {self.path}; "
-                               "each instance needs its own buffer directory") from None
-        self._lock_file = lock_file
-        try:
-            _quick_check(self.path / "cache.db")
-            self._cache = diskcache.Cache(
-                str(self.path), disk=_BytesOnlyDisk, eviction_policy="none", cull_limit=0,
-                sqlite_synchronous=2, disk_min_file_size=_INLINE_LIMIT, size_limit=2**62,
-                # small page cache and no mmap: each thread has its own connection, and diskcache's defaults
-                # (32 MiB cache, 64 MiB mmap) would count into RSS on an edge box with a big backlog
-                sqlite_cache_size=1024, sqlite_mmap_size=0,
-                statistics=False, tag_index=False, timeout=60,
-            )
+            self._cache = open_database(self.path)
             self._load_state()
-        except BufferError_:
+        except StorageError:
             self.close()
             raise
         except (sqlite3.DatabaseError, OSError) as exc:
             self.close()
             raise BufferCorrupt(f"cannot open the buffer database in {self.path}: {exc}") from exc
-        log.info("buffer opened path=%s depth=%d dead_letters=%d", self.path, self._depth, self._dead)
+        log.info("buffer opened path=%s depth=%d dead_letters=%d", self.path, self._depth, self._letters.count)
 
     def close(self) -> None:
         """Close the database and release the instance lock."""
@@ -144,9 +90,7 @@ class DiskBuffer:
             self._cache = None
         self._segment_cache.clear()
         if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
+            unlock_directory(self._lock_file)
             self._lock_file = None
 
     def __enter__(self) -> DiskBuffer:
@@ -159,7 +103,7 @@ class DiskBuffer:
     @property
     def _db(self) -> diskcache.Cache:
         if self._cache is None:
-            raise BufferError_("the buffer is not open")
+            raise StorageError("the buffer is not open")
         return self._cache
 
     def _segment_keys(self) -> Iterator[int]:
@@ -173,9 +117,9 @@ class DiskBuffer:
         depth = 0
         last_key = -1
         for key in self._segment_keys():
-            depth += key & _MAX_SEGMENT_RECORDS
+            depth += key_count(key)
             last_key = key
-        self._next_seq = (last_key >> _COUNT_BITS) + 1 if last_key >= 0 else 0
+        self._next_seq = (last_key >> COUNT_BITS) + 1 if last_key >= 0 else 0
         head = self._db.get(_HEAD_KEY, retry=True)
         self._head_key, self._head_index = None, 0
         if isinstance(head, str) and ":" in head:
@@ -184,8 +128,7 @@ class DiskBuffer:
             if first is not None and first == int(key_text):
                 self._head_key, self._head_index = first, int(index_text)
         self._depth = depth - self._head_index
-        self._dead = sum(1 for key in self._db.iterkeys()
-                         if isinstance(key, str) and key.startswith(_DLQ_PREFIX + "-"))
+        self._letters.load()
 
     # --- ingest side ------------------------------------------------------------------------------------------
 
@@ -193,27 +136,18 @@ class DiskBuffer:
         """Commit records and dead letters durably in one transaction (one fsync for the whole group)."""
         if not records and not dead_letters:
             return
-        segments: list[list[bytes]] = []
-        size = 0
-        for record in records:
-            data = record.to_bytes()
-            if not segments or len(segments[-1]) >= _MAX_SEGMENT_RECORDS or size + len(data) > _MAX_SEGMENT_BYTES:
-                segments.append([])
-                size = 0
-            segments[-1].append(_LENGTH.pack(len(data)) + data)
-            size += len(data)
+        segments = group(records)
         db = self._db
         with db.transact(retry=True):
             seq = self._next_seq
-            for chunk in segments:
-                db.set((seq << _COUNT_BITS) | len(chunk), b"".join(chunk), retry=True)
+            for count, segment in segments:
+                db.set((seq << COUNT_BITS) | count, segment, retry=True)
                 seq += 1
-            for letter in dead_letters:
-                db.push(letter.to_bytes(), prefix=_DLQ_PREFIX, retry=True)
+            self._letters.write(dead_letters)
         self._next_seq = seq
         with self._count_lock:
             self._depth += len(records)
-            self._dead += len(dead_letters)
+        self._letters.added(len(dead_letters))
 
     def is_over_high_water(self) -> bool:
         """True when the buffer is over `max_bytes` or the filesystem is short of `min_free_bytes`."""
@@ -234,9 +168,9 @@ class DiskBuffer:
         raw: list[bytes] = []
         if isinstance(value, bytes):
             try:
-                raw = _split_raw(value)
-                if len(raw) != key & _MAX_SEGMENT_RECORDS:  # complete() counts by the key: they must agree
-                    raise ValueError(f"segment holds {len(raw)} records, its key says {key & _MAX_SEGMENT_RECORDS}")
+                raw = split(value)
+                if len(raw) != key_count(key):  # complete() counts by the key: they must agree
+                    raise ValueError(f"segment holds {len(raw)} records, its key says {key_count(key)}")
             except (ValueError, struct.error):
                 log.exception("unreadable buffer segment key=%d; moving it to the dead letters", key)
                 self._quarantine(key, value)
@@ -247,33 +181,33 @@ class DiskBuffer:
         return raw
 
     def _quarantine(self, key: int, value: bytes) -> None:
-        letter = DeadLetter(reason="unreadable_record", detail="a buffered segment could not be decoded",
+        letter = DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail="a buffered segment could not be decoded",
                             topic="", route="", payload=value, received_at_s=0.0, dead_at_s=0.0)
         db = self._db
         with db.transact(retry=True):
-            db.push(letter.to_bytes(), prefix=_DLQ_PREFIX, retry=True)
+            self._letters.write([letter])
             db.delete(key, retry=True)
             if self._head_key == key:
                 db.delete(_HEAD_KEY, retry=True)
-        lost = (key & _MAX_SEGMENT_RECORDS) - (self._head_index if self._head_key == key else 0)
+        lost = key_count(key) - (self._head_index if self._head_key == key else 0)
         if self._head_key == key:
             self._head_key, self._head_index = None, 0
         with self._count_lock:
             self._depth -= lost
-            self._dead += 1
+        self._letters.added(1)
 
     def _drop_record(self, key: int, raw: list[bytes], index: int) -> None:
         """Move one undecodable record to the dead letters by rewriting its segment without it."""
-        letter = DeadLetter(reason="unreadable_record", detail="a buffered record could not be decoded",
+        letter = DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail="a buffered record could not be decoded",
                             topic="", route="", payload=raw[index], received_at_s=0.0, dead_at_s=0.0)
         rest = raw[:index] + raw[index + 1:]
-        new_key = ((key >> _COUNT_BITS) << _COUNT_BITS) | len(rest)
+        new_key = ((key >> COUNT_BITS) << COUNT_BITS) | len(rest)
         db = self._db
         with db.transact(retry=True):
-            db.push(letter.to_bytes(), prefix=_DLQ_PREFIX, retry=True)
+            self._letters.write([letter])
             db.delete(key, retry=True)
             if rest:
-                db.set(new_key, b"".join(_LENGTH.pack(len(r)) + r for r in rest), retry=True)
+                db.set(new_key, frame(rest), retry=True)
             if self._head_key == key:
                 if rest:
                     db.set(_HEAD_KEY, f"{new_key}:{self._head_index}", retry=True)
@@ -285,7 +219,7 @@ class DiskBuffer:
             self._head_index = self._head_index if rest else 0
         with self._count_lock:
             self._depth -= 1
-            self._dead += 1
+        self._letters.added(1)
 
     def relax_sync_for_this_thread(self) -> None:
         """Let this thread's commits skip the fsync (`synchronous=NORMAL` on its own SQLite connection only).
@@ -335,7 +269,7 @@ class DiskBuffer:
                 if remaining <= 0:
                     break
                 start = head_index if key == head_key else 0
-                left = (key & _MAX_SEGMENT_RECORDS) - start
+                left = key_count(key) - start
                 if remaining >= left:
                     db.delete(key, retry=True)
                     deleted.append(key)
@@ -348,8 +282,7 @@ class DiskBuffer:
                 db.delete(_HEAD_KEY, retry=True)
             else:
                 db.set(_HEAD_KEY, f"{head_key}:{head_index}", retry=True)
-            for letter in dead_letters or []:
-                db.push(letter.to_bytes(), prefix=_DLQ_PREFIX, retry=True)
+            self._letters.write(dead_letters or [])
             for image_hash in forget_hashes or []:
                 db.delete(_IMG_PREFIX + image_hash, retry=True)
         self._head_key, self._head_index = head_key, head_index
@@ -357,7 +290,7 @@ class DiskBuffer:
             self._segment_cache.pop(key, None)
         with self._count_lock:
             self._depth -= count - remaining
-            self._dead += len(dead_letters or [])
+        self._letters.added(len(dead_letters or []))
 
     def source_id(self, image_hash: str) -> str | None:
         """The sourceId of an image already uploaded, by content hash."""
@@ -378,7 +311,7 @@ class DiskBuffer:
     @property
     def dead_letter_count(self) -> int:
         """Dead letters kept."""
-        return self._dead
+        return self._letters.count
 
     def volume_bytes(self) -> int:
         """Bytes the database uses on disk."""
@@ -390,16 +323,11 @@ class DiskBuffer:
             value = self._db.get(key, retry=True)
             if isinstance(value, bytes):
                 start = self._head_index if key == self._head_key else 0
-                yield from _split_segment(value)[start:]
+                yield from split_records(value)[start:]
 
     def dead_letters(self) -> Iterator[tuple[str, DeadLetter]]:
         """Every dead letter, oldest first."""
-        db = self._db
-        for key in db.iterkeys():
-            if isinstance(key, str) and key.startswith(_DLQ_PREFIX + "-"):
-                value = db.get(key, retry=True)
-                if isinstance(value, bytes):
-                    yield key, DeadLetter.from_bytes(value)
+        return self._letters.all()
 
     # --- operations (status page, `mqtt-bridge dlq|export|status`) ----------------------------------------------
 
@@ -411,12 +339,8 @@ class DiskBuffer:
             if not isinstance(value, bytes):
                 return None
             start = self._head_index if key == self._head_key else 0
-            offset = 0
             try:
-                for _ in range(start):
-                    offset += _LENGTH.size + _LENGTH.unpack_from(value, offset)[0]
-                (length,) = _LENGTH.unpack_from(value, offset)
-                record = Record.from_bytes(value[offset + _LENGTH.size:offset + _LENGTH.size + length])
+                record = Record.from_bytes(record_at(value, start))
             except (ValueError, KeyError, TypeError, struct.error):
                 return None
             return record.received_at_s
@@ -424,22 +348,11 @@ class DiskBuffer:
 
     def dead_letter(self, key: str) -> DeadLetter | None:
         """One dead letter by key (`dlq-…`), or None."""
-        if not key.startswith(_DLQ_PREFIX + "-"):
-            return None
-        value = self._db.get(key, retry=True)
-        return DeadLetter.from_bytes(value) if isinstance(value, bytes) else None
+        return self._letters.get(key)
 
     def delete_dead_letters(self, keys: list[str]) -> int:
         """Delete dead letters by key, in one transaction; returns how many existed."""
-        db = self._db
-        removed = 0
-        with db.transact(retry=True):
-            for key in keys:
-                if key.startswith(_DLQ_PREFIX + "-"):
-                    removed += bool(db.delete(key, retry=True))
-        with self._count_lock:
-            self._dead -= removed
-        return removed
+        return self._letters.delete(keys)
 
     def requeue_dead_letters(self, items: list[tuple[str, list[Record]]]) -> None:
         """Replay: append each dead letter's records to the queue and delete the dead letter, in one transaction."""
@@ -456,24 +369,5 @@ class DiskBuffer:
             with self._count_lock:
                 self._depth = depth
             raise
-        with self._count_lock:
-            self._dead -= len(items)
+        self._letters.removed(len(items))
 
-
-def _split_raw(value: bytes) -> list[bytes]:
-    """Cut one segment into the bytes of its length-prefixed records."""
-    out = []
-    offset = 0
-    while offset < len(value):
-        (length,) = _LENGTH.unpack_from(value, offset)
-        offset += _LENGTH.size
-        if offset + length > len(value):
-            raise ValueError("truncated record in segment")
-        out.append(value[offset:offset + length])
-        offset += length
-    return out
-
-
-def _split_segment(value: bytes) -> list[Record]:
-    """Decode the length-prefixed records of one segment."""
-    return [Record.from_bytes(data) for data in _split_raw(value)]

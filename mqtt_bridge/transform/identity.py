@@ -22,7 +22,7 @@ import hashlib
 import uuid
 from typing import Final
 
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue, lookup_path
 
 __all__ = ["EVENT_ID_NAMESPACE", "OWN_ID_FIELD", "derive_event_id", "event_id_for",
@@ -85,7 +85,7 @@ def event_id_for(route: str, topic: str, payload: bytes, document: JsonValue, *,
     if id_field:
         value = _field_id(document, id_field)
         if value is None:
-            raise DecodeError("event_id_missing", f"payload field {id_field!r} holds no id")
+            raise DecodeError(DeadLetterReason.EVENT_ID_MISSING, f"payload field {id_field!r} holds no id")
         return value if index == 0 or count == 1 else f"{value}-{index}"
     if key is not None:
         return _uuid5(_KEY_NAMESPACE, route.encode(), key.encode())

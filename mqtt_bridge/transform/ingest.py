@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from mqtt_bridge.decode.base import Decoded, Decoder, Message
 from mqtt_bridge.decode.registry import build_decoder
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.attach import ImageAttacher
 from mqtt_bridge.model.attachment import Attachment
 from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems
@@ -96,18 +96,18 @@ class Ingestor:
             try:
                 topic_text = topic.decode("utf-8")
             except UnicodeDecodeError:
-                raise DecodeError("topic_not_utf8", "the topic is not valid UTF-8") from None
+                raise DecodeError(DeadLetterReason.TOPIC_NOT_UTF8, "the topic is not valid UTF-8") from None
             route, captures = self._router.match(topic_text)
             route_label = route.label
             if len(payload) > self._max_payload_bytes:
-                raise DecodeError("payload_too_large",
+                raise DecodeError(DeadLetterReason.PAYLOAD_TOO_LARGE,
                                   f"{len(payload)} bytes, the limit is {self._max_payload_bytes}")
             return self._build(route, captures, topic_text, payload, received_at_s, attachment)
         except DecodeError as exc:
             reason, detail = exc.reason, exc.detail
         except Exception as exc:
             log.exception("ingest failed topic=%s route=%s", topic_text[:200], route_label)
-            reason, detail = "internal_error", f"{type(exc).__name__}: {exc}"[:500]
+            reason, detail = DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500]
         return IngestResult(route=route_label, dead_letter=DeadLetter(
             reason=reason, detail=detail, topic=topic_text, route=route_label, payload=payload,
             received_at_s=received_at_s, dead_at_s=received_at_s))
@@ -136,7 +136,7 @@ class Ingestor:
                 continue
             problems = event_problems(event, now)
             if problems:
-                raise DecodeError("invalid_event", "; ".join(problems)[:1000])
+                raise DecodeError(DeadLetterReason.INVALID_EVENT, "; ".join(problems)[:1000])
             outcome.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,
                                           image=decoded.image, image_name=decoded.image_name))
             if self._collect_unattached and not (decoded.image and decoded.boxes_fit_image):

@@ -41,6 +41,12 @@ def _ours(imports: set[str]) -> set[str]:
     return {i.removeprefix("mqtt_bridge.") for i in imports if i.startswith("mqtt_bridge.")}
 
 
+def _is_module(dotted: str) -> bool:
+    """`mqtt_bridge.a.b` is a module or subpackage of the package (not a name defined inside one)."""
+    path = PACKAGE.parent.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _modules() -> dict[str, set[str]]:
     """module name (dotted, relative to the package) -> imported top-level names and package modules."""
     out: dict[str, set[str]] = {}
@@ -53,7 +59,8 @@ def _modules() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imports.add(node.module)
                 if node.module.startswith("mqtt_bridge"):  # `from mqtt_bridge.decode import auto` names a module
-                    imports.update(f"{node.module}.{alias.name}" for alias in node.names)
+                    imports.update(f"{node.module}.{alias.name}" for alias in node.names
+                                   if _is_module(f"{node.module}.{alias.name}"))
         out[name] = imports
     return out
 

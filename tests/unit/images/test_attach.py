@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.errors import DeadLetterReason
 from mqtt_bridge.images.checks import image_size, sniff_image_type
-from mqtt_bridge.model.attachment import Attachment
+from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.ingest import Ingestor, IngestResult
 
@@ -69,7 +70,7 @@ def test_attach_referenced_image_sizes_normalized_boxes() -> None:
              "image": {"url": {"field": "snapshot", "allow_hosts": ["cam1.plant.example"]}}}
     payload = {"snapshot": "http://cam1.plant.example/1.jpg",
                "detections": [{"class": "dent", "confidence": 0.8, "x": 0.5, "y": 0.5, "width": 0.1, "height": 0.2}]}
-    result = _run(route, payload, Attachment("url", _picture((400, 300)), "1.png"))
+    result = _run(route, payload, Attachment(ReferenceKind.URL, _picture((400, 300)), "1.png"))
     [box] = _image_entry(result)["objectDetections"]
     assert (box["x"], box["y"], box["width"], box["height"]) == (200.0, 150.0, 40.0, 60.0)
     assert result.records[0].image_name == "1.png"
@@ -99,7 +100,7 @@ def test_attach_resize_scales_boxes_polygons_and_keypoints() -> None:
 def test_attach_boxes_fit_false_sends_image_without_boxes() -> None:
     """A referenced crop goes without boxes; the boxes are summarised in customMetadata."""
     route = {"format": "roboflow", "image": {"file": {"field": "crop", "roots": ["/srv/crops"]}, "boxes_fit": False}}
-    result = _run(route, {**ROBOFLOW, "crop": "a.jpg"}, Attachment("file", _picture(), "a.jpg"))
+    result = _run(route, {**ROBOFLOW, "crop": "a.jpg"}, Attachment(ReferenceKind.FILE, _picture(), "a.jpg"))
     entry = _image_entry(result)
     assert "objectDetections" not in entry
     assert result.records[0].event["customMetadata"] == {"detections": 1, "classes": "dent"}
@@ -108,7 +109,8 @@ def test_attach_boxes_fit_false_sends_image_without_boxes() -> None:
 def test_attach_refused_reference_is_dead_lettered_with_its_reason() -> None:
     """A reference refused before ingest becomes a dead letter with that reason and the raw message."""
     route = {"format": "roboflow", "image": {"url": {"field": "u", "allow_hosts": ["cam1.plant.example"]}}}
-    result = _run(route, ROBOFLOW, Attachment("url", problem=("image_url_refused", "host not allowed")))
+    refused = (DeadLetterReason.IMAGE_URL_REFUSED, "host not allowed")
+    result = _run(route, ROBOFLOW, Attachment(ReferenceKind.URL, problem=refused))
     assert result.dead_letter is not None
     assert (result.dead_letter.reason, result.dead_letter.detail) == ("image_url_refused", "host not allowed")
     assert orjson.loads(result.dead_letter.payload) == ROBOFLOW
@@ -117,8 +119,8 @@ def test_attach_refused_reference_is_dead_lettered_with_its_reason() -> None:
 def test_attach_bomb_or_non_image_reference_is_image_rejected() -> None:
     """A referenced file that is no picture, or too many pixels, is image_rejected."""
     route = {"format": "roboflow", "image": {"url": {"field": "u", "allow_hosts": ["a.example"]}, "max_pixels": 1000}}
-    html = _run(route, ROBOFLOW, Attachment("url", b"<html>", "x.jpg"))
-    big = _run(route, ROBOFLOW, Attachment("url", _picture((100, 100)), "x.jpg"))
+    html = _run(route, ROBOFLOW, Attachment(ReferenceKind.URL, b"<html>", "x.jpg"))
+    big = _run(route, ROBOFLOW, Attachment(ReferenceKind.URL, _picture((100, 100)), "x.jpg"))
     assert html.dead_letter is not None and html.dead_letter.reason == "image_rejected"
     assert big.dead_letter is not None and big.dead_letter.reason == "image_rejected"
 
@@ -126,7 +128,7 @@ def test_attach_bomb_or_non_image_reference_is_image_rejected() -> None:
 def test_attach_missing_companion_image_is_noted() -> None:
     """A detection whose companion image never came is sent without it, and says why."""
     route = {"format": "roboflow", "image": {"companion": {"topic": "cell/{cell}/image"}}}
-    result = _run(route, ROBOFLOW, Attachment("companion", missing="window_expired"))
+    result = _run(route, ROBOFLOW, Attachment(ReferenceKind.COMPANION, missing="window_expired"))
     [record] = result.records
     assert "images" not in record.event
     assert record.event["customMetadata"] == {"imageMissing": "window_expired", "detections": 1, "classes": "dent"}

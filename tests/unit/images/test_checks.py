@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image, features
 
-from mqtt_bridge.errors import DecodeError
+from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import ImageLimits, image_size, inspect_image, shrink, sniff_image_type
 
 LIMITS = ImageLimits(max_bytes=2**20, max_pixels=1_000_000)
@@ -60,7 +60,7 @@ def test_images_non_image_named_jpg_is_refused_by_its_bytes() -> None:
         inspect_image(text, LIMITS)
     assert info.value.reason == "image_rejected"
     with pytest.raises(DecodeError) as inline:
-        inspect_image(text, LIMITS, unknown_reason="bad_image")
+        inspect_image(text, LIMITS, unknown_reason=DeadLetterReason.BAD_IMAGE)
     assert inline.value.reason == "bad_image"
 
 

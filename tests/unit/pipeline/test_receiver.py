@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.model.attachment import Attachment
+from mqtt_bridge.errors import DeadLetterReason
+from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
@@ -131,7 +132,7 @@ def test_receiver_acks_companions_with_their_detection_after_the_commit(line: _L
     """A detection paired with an image message is acked first, then its image, both after the commit."""
     image = line.message("image", tiny_png(1))
     paired = line.message("detection", detection_message(1), companions=(image,),
-                          attachment=Attachment("companion", tiny_png(1)))
+                          attachment=Attachment(ReferenceKind.COMPANION, tiny_png(1)))
     line.intake.offer(paired)
     line.run_until_drained()
     assert line.acked == ["detection", "image"]
@@ -140,8 +141,8 @@ def test_receiver_acks_companions_with_their_detection_after_the_commit(line: _L
 
 def test_receiver_ingests_the_attachment_the_message_carries(line: _Line) -> None:
     """A message whose image reference was refused upstream is dead-lettered with that reason, and acked."""
-    refused = line.message("refused", detection_message(1),
-                           attachment=Attachment("url", problem=("image_url_refused", "host not allowed")))
+    problem = (DeadLetterReason.IMAGE_URL_REFUSED, "host not allowed")
+    refused = line.message("refused", detection_message(1), attachment=Attachment(ReferenceKind.URL, problem=problem))
     line.intake.offer(refused)
     line.run_until_drained()
     [(_, letter)] = list(line.buffer.dead_letters())

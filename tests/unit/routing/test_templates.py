@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from mqtt_bridge.errors import ConfigError, DecodeError
+from mqtt_bridge.errors import ConfigError, DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue
 from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate, has_placeholder
 
@@ -15,7 +15,7 @@ _LEVELS = frozenset({"line", "camera"})
 
 def _refuse_dots(value: str) -> str:
     if value in (".", ".."):
-        raise DecodeError("image_path_refused", f"{value!r} is not a plain name")
+        raise DecodeError(DeadLetterReason.IMAGE_PATH_REFUSED, f"{value!r} is not a plain name")
     return value
 
 
