@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from mqtt_bridge.devtools.emulator.server import ALL_SCOPES, Emulator, Faults, serve
-from mqtt_bridge.devtools.emulator.store import sniff_image_ext
+from mqtt_bridge.devtools.emulator.multipart import sniff_image_ext
 from mqtt_bridge.model.values import JsonDict
 from tests.helpers import wait_until
 
