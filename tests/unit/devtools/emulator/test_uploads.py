@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import requests
 
 from mqtt_bridge.devtools.emulator.multipart import sniff_image_ext
@@ -46,3 +49,38 @@ def test_emulator_sniffs_image_formats() -> None:
                b"II*\x00....": "tiff", b"MM\x00*....": "tiff", b"RIFF\x00\x00\x00\x00WEBPVP8 ": "webp",
                b"\x00\x00\x00\x18ftypheic": "heic", b"\x00\x00\x00\x18ftypavif": "avif", b"hello": None}
     assert {data: sniff_image_ext(data) for data in samples} == samples
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "gif", "tiff", "bmp", "heic", "avif"])
+def test_emulator_upload_accepts_every_documented_format(ext: str, emulator: Emulator,
+                                                         session: requests.Session) -> None:
+    """JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC and AVIF are accepted (spec §2.3), whatever the part's Content-Type."""
+    samples = {"jpg": JPEG, "png": PNG, "webp": b"RIFF\x00\x00\x00\x00WEBPVP8 ", "gif": b"GIF87a..",
+               "tiff": b"II*\x00....", "bmp": b"BM....", "heic": b"\x00\x00\x00\x18ftypheic",
+               "avif": b"\x00\x00\x00\x18ftypavif"}
+    response = post_upload(session, emulator, samples[ext])
+    assert response.status_code == 201
+    assert response.json()["url"].endswith(f".{ext}")
+
+
+UPLOAD_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("upload-file-required", {"files": {"name": (None, "x")}}, "file is required"),
+    ("upload-file-required", {"files": {"file": ("a.jpg", b"", "image/jpeg")}}, "file is required"),
+    ("upload-format", {"files": {"file": ("a.txt", b"hello", "image/jpeg")}}, "unsupported image format"),
+    ("upload-metadata-json-object", {"files": {"file": ("a.png", PNG)}, "data": {"metadata": "[1]"}},
+     "metadata must be a JSON-encoded object"),
+    ("upload-metadata-json-object", {"files": {"file": ("a.png", PNG)}, "data": {"metadata": "{not json"}},
+     "metadata must be a JSON-encoded object"),
+    ("upload-multipart", {"json": {}}, "body must be multipart/form-data with a boundary"),
+]
+
+
+@pytest.mark.parametrize(("rule", "request_kwargs", "message"), UPLOAD_CASES,
+                         ids=[f"{c[0]}-{n}" for n, c in enumerate(UPLOAD_CASES)])
+def test_emulator_upload_breaking_a_rule_is_400_with_the_error_body(
+        rule: str, request_kwargs: dict[str, Any], message: str, emulator: Emulator,
+        session: requests.Session) -> None:
+    """Each upload rule of spec §2.3 answers 400 with `{"error": message}` and keeps nothing."""
+    response = session.post(f"{emulator.url}/vision-events/upload", timeout=5, **request_kwargs)
+    assert (response.status_code, response.json()) == (400, {"error": message})
+    assert emulator.uploads() == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import requests
 
@@ -50,3 +52,41 @@ def test_emulator_metadata_schema_infers_types(emulator: Emulator, session: requ
                                  "temp": {"types": ["number", "string"]}}}
     missing = session.get(f"{emulator.url}/vision-events/custom-metadata-schema/nope", timeout=5)
     assert missing.status_code == 404
+
+
+USE_CASE_CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    ("use-case-name-length", "POST", "/use-cases", {"json": {"name": "n" * 257}}, 400,
+     "name must be a string of 1 to 256 characters"),
+    ("use-case-name-length", "POST", "/use-cases", {"json": {}}, 400, "name must be a string of 1 to 256 characters"),
+    ("use-case-name-unique", "POST", "/use-cases", {"json": {"name": " Line 1 "}}, 400,
+     "A solution with this name already exists"),
+    ("use-case-name-unique", "PUT", "/use-cases/uc-2", {"json": {"name": "Line 1"}}, 400,
+     "A solution with this name already exists"),
+    ("use-case-id-known", "PUT", "/use-cases/nope", {"json": {"name": "x"}}, 404, "not found"),
+    ("use-case-id-known", "POST", "/use-cases/nope/unarchive", {}, 404, "not found"),
+    ("use-case-id-known", "GET", "/custom-metadata-schema/nope", {}, 404, "not found"),
+    ("use-case-list-status", "GET", "/use-cases", {"params": {"status": "archived"}}, 400,
+     "status must be active or inactive"),
+]
+
+
+@pytest.mark.parametrize(("rule", "method", "path", "request_kwargs", "status", "message"), USE_CASE_CASES,
+                         ids=[f"{c[0]}-{n}" for n, c in enumerate(USE_CASE_CASES)])
+def test_emulator_use_case_rule_answers_documented_status_and_body(
+        rule: str, method: str, path: str, request_kwargs: dict[str, Any], status: int, message: str,
+        session: requests.Session) -> None:
+    """Use-case names are 1..256 chars after trimming and unique (spec §2.5); an unknown id is 404 `not found`."""
+    with Emulator(use_cases=[{"id": USE_CASE, "name": "Line 1"}, {"id": "uc-2", "name": "Line 2"}]) as emu:
+        response = session.request(method, f"{emu.url}/vision-events{path}", timeout=5, **request_kwargs)
+        assert (response.status_code, response.json()) == (status, {"error": message})
+        assert [uc["name"] for uc in emu.use_cases()] == ["Line 1", "Line 2"]
+
+
+def test_emulator_use_case_list_has_the_documented_fields(emulator: Emulator, session: requests.Session) -> None:
+    """E5 items carry id, name, status, workspaceId, createdAt and updatedAt (spec §2.5), plus lookbackDays."""
+    answer = session.get(f"{emulator.url}/vision-events/use-cases", timeout=5).json()
+    assert answer["lookbackDays"] == 14
+    item = answer["useCases"][0]
+    assert set(item) == {"id", "name", "status", "workspaceId", "createdAt", "updatedAt"}
+    assert (item["id"], item["status"]) == (USE_CASE, "active")
+    assert item["createdAt"].endswith("Z")
