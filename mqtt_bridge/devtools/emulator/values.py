@@ -33,8 +33,11 @@ def parse_iso_time(value: JsonValue) -> datetime | None:
     """
     if not isinstance(value, str) or not value.strip():
         return None
+    text = value.strip()
+    if text.endswith("z"):  # RFC 3339 §5.6 allows a lower-case Z; fromisoformat does not
+        text = text[:-1] + "Z"
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -162,6 +162,7 @@ def test_rules_every_rule_names_its_spec_section() -> None:
 _STAMPS: dict[str, Callable[[datetime], str]] = {
     "workflow-block-microseconds-offset": lambda now: now.isoformat(),
     "docs-z": lambda now: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "rfc3339-lower-case-z": lambda now: now.strftime("%Y-%m-%dT%H:%M:%Sz"),
     "docs-milliseconds-z": lambda now: now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
     "other-offset": lambda now: now.astimezone(timezone(timedelta(hours=2))).isoformat(),
 }
