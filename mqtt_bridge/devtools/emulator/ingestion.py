@@ -49,9 +49,8 @@ def _item_shape_problem(name: str, item: JsonValue) -> str | None:
     if not isinstance(item, dict) or not isinstance(item.get("class"), str):
         return "needs a string class"
     keys = ("confidence",) if name == "classifications" else _BOX_KEYS
-    missing = [key for key in keys if not is_number(item.get(key))]
-    if missing:
-        return f"needs numeric {', '.join(missing)}"
+    if not all(is_number(item.get(key)) for key in keys):
+        return f"needs numeric {', '.join(key for key in keys if not is_number(item.get(key)))}"
     if name == "instanceSegmentations":
         points = item.get("points")
         if not isinstance(points, list) or not all(

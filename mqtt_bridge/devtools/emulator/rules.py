@@ -90,8 +90,9 @@ class Rule(Generic[T]):
 
 
 def is_number(value: JsonValue) -> bool:
-    """A JSON number (booleans are not numbers)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number (booleans are not numbers). Exact types: parsed JSON holds no subclasses, and this runs per box."""
+    kind = type(value)
+    return kind is int or kind is float
 
 
 def short_text(value: object) -> str:
