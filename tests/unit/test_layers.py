@@ -148,3 +148,23 @@ def test_layers_no_import_cycles() -> None:
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_layers_emulator_imports_nothing_of_the_product() -> None:
+    """The emulator stands in for a server someone else wrote: its modules import only each other, the standard
+    library and third-party libraries, never the bridge (so a misreading of the API cannot pass on both sides)."""
+    emulator = PACKAGE / "devtools" / "emulator"
+    found = sorted(emulator.rglob("*.py"))
+    assert found, "no emulator modules found"
+    for path in found:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                # a relative import stays inside the emulator only when it does not climb out of its folder
+                depth = len(path.relative_to(emulator).parts) - 1
+                assert node.level <= depth + 1, f"{path.name} imports {'.' * node.level}{node.module or ''}"
+                continue
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            product = [n for n in names if (n == "mqtt_bridge" or n.startswith("mqtt_bridge."))
+                       and not n.startswith("mqtt_bridge.devtools.emulator")]
+            assert not product, f"{path.relative_to(PACKAGE)} imports {product}"
