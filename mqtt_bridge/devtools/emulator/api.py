@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from mqtt_bridge.devtools.emulator.auth import MANAGE_SCOPES, READ_SCOPES, WRITE_SCOPES
-from mqtt_bridge.devtools.emulator.faults import FaultScript
-from mqtt_bridge.devtools.emulator.messages import Request, RequestRejected, Response, json_response, load_json
-from mqtt_bridge.devtools.emulator.multipart import parse_multipart
-from mqtt_bridge.devtools.emulator.router import Handler, Route
-from mqtt_bridge.devtools.emulator.rules import EventContext, batch_problems
-from mqtt_bridge.devtools.emulator.store import EventStore
-from mqtt_bridge.devtools.emulator.values import JsonValue
+from .auth import MANAGE_SCOPES, READ_SCOPES, WRITE_SCOPES
+from .faults import FaultScript
+from .messages import Request, RequestRejected, Response, json_response, load_json
+from .multipart import parse_multipart
+from .router import Handler, Route
+from .rules import EventContext, batch_problems
+from .store import EventStore
+from .values import JsonValue
 
 __all__ = ["ApiRoutes"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mqtt_bridge.devtools.emulator.messages import Request, RequestRejected
+from .messages import Request, RequestRejected
 
 __all__ = ["ALL_SCOPES", "FORBIDDEN", "MANAGE_SCOPES", "READ_SCOPES", "WRITE_SCOPES", "authorize"]
 

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue
+from .values import JsonDict, JsonValue
 
 __all__ = ["FaultScript", "Faults"]
 

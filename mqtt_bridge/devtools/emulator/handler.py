@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from mqtt_bridge.devtools.emulator.messages import Request, Response, error_response
+from .messages import Request, Response, error_response
 
 __all__ = ["HttpServer", "Serving"]
 

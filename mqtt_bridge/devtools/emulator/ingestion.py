@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mqtt_bridge.devtools.emulator.rules import (
+from .rules import (
     ANNOTATION_LISTS,
     EventContext,
     Rule,
@@ -18,7 +18,7 @@ from mqtt_bridge.devtools.emulator.rules import (
     is_number,
     short_text,
 )
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue
+from .values import JsonDict, JsonValue
 
 __all__ = ["IMAGE_WARNINGS", "MAX_ANNOTATIONS_PER_LIST", "image_warnings"]
 

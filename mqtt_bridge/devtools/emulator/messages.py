@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from mqtt_bridge.devtools.emulator.values import JsonValue
+from .values import JsonValue
 
 __all__ = ["Request", "RequestRejected", "Response", "error_response", "json_response", "load_json"]
 

@@ -12,7 +12,7 @@ import email.policy
 import email.utils
 from dataclasses import dataclass
 
-from mqtt_bridge.devtools.emulator.messages import RequestRejected
+from .messages import RequestRejected
 
 __all__ = ["IMAGE_CONTENT_TYPES", "FormField", "parse_multipart", "sniff_image_ext"]
 

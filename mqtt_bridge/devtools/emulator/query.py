@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from mqtt_bridge.devtools.emulator.messages import RequestRejected
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue, parse_iso_time
+from .messages import RequestRejected
+from .values import JsonDict, JsonValue, parse_iso_time
 
 __all__ = ["DEFAULT_QUERY_LIMIT", "MAX_QUERY_EVENT_TYPES", "MAX_QUERY_LIMIT", "Query", "compile_query",
            "encode_cursor"]

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 
-from mqtt_bridge.devtools.emulator.auth import authorize
-from mqtt_bridge.devtools.emulator.faults import FaultScript
-from mqtt_bridge.devtools.emulator.messages import Request, RequestRejected, Response, error_response
+from .auth import authorize
+from .faults import FaultScript
+from .messages import Request, RequestRejected, Response, error_response
 
 __all__ = ["Handler", "Route", "Router"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue, parse_iso_time
+from .values import JsonDict, JsonValue, parse_iso_time
 
 __all__ = [
     "ANNOTATION_LISTS",

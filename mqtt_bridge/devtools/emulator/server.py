@@ -19,11 +19,11 @@ import threading
 from collections.abc import Iterable
 from types import FrameType, TracebackType
 
-from mqtt_bridge.devtools.emulator.api import ApiRoutes
-from mqtt_bridge.devtools.emulator.auth import ALL_SCOPES
-from mqtt_bridge.devtools.emulator.faults import Faults, FaultScript
-from mqtt_bridge.devtools.emulator.handler import HttpServer, Serving
-from mqtt_bridge.devtools.emulator.messages import (
+from .api import ApiRoutes
+from .auth import ALL_SCOPES
+from .faults import Faults, FaultScript
+from .handler import HttpServer, Serving
+from .messages import (
     Request,
     RequestRejected,
     Response,
@@ -31,12 +31,12 @@ from mqtt_bridge.devtools.emulator.messages import (
     json_response,
     load_json,
 )
-from mqtt_bridge.devtools.emulator.multipart import IMAGE_CONTENT_TYPES
-from mqtt_bridge.devtools.emulator.page import PAGE_HTML
-from mqtt_bridge.devtools.emulator.router import Handler, Route, Router
-from mqtt_bridge.devtools.emulator.store import EventStore
-from mqtt_bridge.devtools.emulator.traffic import RequestLog, RequestRecord
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue
+from .multipart import IMAGE_CONTENT_TYPES
+from .page import PAGE_HTML
+from .router import Handler, Route, Router
+from .store import EventStore
+from .traffic import RequestLog, RequestRecord
+from .values import JsonDict, JsonValue
 
 __all__ = ["ALL_SCOPES", "DEFAULT_API_KEY", "Emulator", "Faults", "RequestRecord", "serve"]
 

@@ -16,17 +16,17 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from mqtt_bridge.devtools.emulator.ingestion import image_warnings
-from mqtt_bridge.devtools.emulator.messages import RequestRejected
-from mqtt_bridge.devtools.emulator.multipart import FormField, sniff_image_ext
-from mqtt_bridge.devtools.emulator.query import compile_query, encode_cursor
-from mqtt_bridge.devtools.emulator.rules import (
+from .ingestion import image_warnings
+from .messages import RequestRejected
+from .multipart import FormField, sniff_image_ext
+from .query import compile_query, encode_cursor
+from .rules import (
     MAX_ID_CHARS,
     EventContext,
     event_problems,
     metadata_problems,
 )
-from mqtt_bridge.devtools.emulator.values import JsonDict, JsonValue, copy_json, format_time, parse_iso_time
+from .values import JsonDict, JsonValue, copy_json, format_time, parse_iso_time
 
 __all__ = ["LOOKBACK_DAYS", "WORKSPACE_ID", "EventStore", "Upload", "UseCase"]
 

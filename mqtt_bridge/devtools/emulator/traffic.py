@@ -10,7 +10,7 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from mqtt_bridge.devtools.emulator.values import JsonDict
+from .values import JsonDict
 
 __all__ = ["RequestLog", "RequestRecord"]
 
