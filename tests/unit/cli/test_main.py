@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mqtt_bridge import __version__
-from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, config_schema, main, message_schema
+from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
+from mqtt_bridge.cli.run import config_schema, message_schema
 
 REPO = Path(__file__).resolve().parents[3]
 
