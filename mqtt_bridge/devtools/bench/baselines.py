@@ -6,7 +6,7 @@
 
 Both speak MQTT 5 with the same Receive Maximum as the bridge, keep a persistent session (so the drain mode can
 queue a backlog for them), print `ready` once subscribed and a JSON line with their own counts when they have seen
-`--count` messages. Run as `python -m mqtt_bridge.bench.baselines receive-only|naive ...`.
+`--count` messages. Run as `python -m mqtt_bridge.devtools.bench.baselines receive-only|naive ...`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Owns: the load shape. Each message is a canonical detection message whose metadata carries `seq`, `run` and
 `sent_ns` (wall-clock nanoseconds at publish), so the sink can measure end-to-end latency and spot losses and
 duplicates. Flow control keeps at most `window` messages un-acknowledged. Runs as its own process:
-`python -m mqtt_bridge.bench.load --port P --count N [--rate R]`; prints one JSON line when done.
+`python -m mqtt_bridge.devtools.bench.load --port P --count N [--rate R]`; prints one JSON line when done.
 
 Uses paho directly (not `mqtt_bridge.subscriber`): it is a load generator, not part of the product.
 """

@@ -127,8 +127,9 @@ class _System:
     def _command(self, count: int, setup_only: bool) -> list[str]:
         if self.name == "bridge":
             return [sys.executable, "-m", "mqtt_bridge", "run", "--config", str(self._config)]
-        command = [sys.executable, "-m", "mqtt_bridge.bench.baselines", self.name, "--port", str(self.mqtt_port),
-                   "--count", str(max(count, 1)), "--client-id", self.client_id, "--sink", self.sink_url]
+        command = [sys.executable, "-m", "mqtt_bridge.devtools.bench.baselines", self.name,
+                   "--port", str(self.mqtt_port), "--count", str(max(count, 1)), "--client-id", self.client_id,
+                   "--sink", self.sink_url]
         return [*command, "--setup-only"] if setup_only else command
 
     def start(self, count: int, setup_only: bool = False) -> None:
@@ -203,7 +204,7 @@ class _Rig:
         conf.write_text("\n".join(lines) + "\n")
         self._mosquitto = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
-        self._sink = subprocess.Popen([sys.executable, "-m", "mqtt_bridge.bench.sink", "--port",
+        self._sink = subprocess.Popen([sys.executable, "-m", "mqtt_bridge.devtools.bench.sink", "--port",
                                        str(self.sink_port)])
         self.sink_url = f"http://127.0.0.1:{self.sink_port}"
         self._http = requests.Session()
@@ -224,7 +225,7 @@ class _Rig:
         self._http.post(f"{self.sink_url}/_sink/reset", timeout=30)
 
     def publish(self, count: int, rate: float, run: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mqtt_bridge.bench.load", "--port", str(self.mqtt_port),
+        return subprocess.Popen([sys.executable, "-m", "mqtt_bridge.devtools.bench.load", "--port", str(self.mqtt_port),
                                  "--count", str(count), "--rate", str(rate), "--run", run],
                                 stdout=subprocess.PIPE, text=True)
 

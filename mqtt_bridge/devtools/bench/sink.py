@@ -3,7 +3,7 @@
 Owns: accepting `POST /vision-events/batch` and `/upload` as fast as the stdlib allows (HTTP/1.1 keep-alive), and
 recording per event: its id, how often it was written, and the end-to-end latency taken from the `sent_ns`
 metadata the load generator puts into each message. `GET /_sink/stats` reports counts and latency percentiles;
-`POST /_sink/reset` clears. Runs as its own process: `python -m mqtt_bridge.bench.sink --port N`.
+`POST /_sink/reset` clears. Runs as its own process: `python -m mqtt_bridge.devtools.bench.sink --port N`.
 """
 
 from __future__ import annotations
