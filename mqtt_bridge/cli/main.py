@@ -1,9 +1,9 @@
 """The `mqtt-bridge` command: argument parsing, logging set-up, and named exit codes.
 
 Owns: every command's flags (run, check-config, schema, decode, dlq, status, export, use-cases; the dev tools demo,
-broker, emulator, bench, publish) and which family module runs it. A family module is imported only when its
-command runs (`_command`), so `--version` and `schema` stay light and no dev tool is loaded for `run`. What each
-command does lives in its family: `cli.run`, `cli.decode`, `cli.dlq`, `cli.export`, `cli.status`,
+broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A family module is imported only
+when its command runs (`command_function`), so `--version` and `schema` stay light and no dev tool is loaded for
+`run`. What each command does lives in its family: `cli.run`, `cli.decode`, `cli.dlq`, `cli.export`, `cli.status`,
 `cli.use_cases`, `cli.dev`; what they share (exit codes, loading the config, error mapping) in `cli.common`.
 """
 
@@ -16,20 +16,34 @@ from collections.abc import Callable, Sequence
 from mqtt_bridge import __version__
 from mqtt_bridge.cli.common import EXIT_BUFFER, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, setup_logging
 
-__all__ = ["EXIT_BUFFER", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_UNAVAILABLE", "main"]
-
+__all__ = ["COMMANDS", "EXIT_BUFFER", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_UNAVAILABLE", "command_function",
+           "main"]
 Command = Callable[[argparse.Namespace], int]
 
 
-def _command(family: str, name: str) -> Command:
-    """The function `name` of the family module `mqtt_bridge.cli.<family>`, imported when the command runs."""
+# command -> (family module in mqtt_bridge.cli, its function); the module is imported when the command runs
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run_command"),
+    "check-config": ("run", "check_config_command"),
+    "schema": ("run", "schema_command"),
+    "broker": ("dev", "broker_command"),
+    "emulator": ("dev", "emulator_command"),
+    "demo": ("dev", "demo_command"),
+    "publish": ("dev", "publish_command"),
+    "bench": ("dev", "bench_command"),
+    "dlq": ("dlq", "dlq_command"),
+    "status": ("status", "status_command"),
+    "export": ("export", "export_command"),
+    "use-cases": ("use_cases", "use_cases_command"),
+    "decode": ("decode", "decode_command"),
+}
 
-    def run(args: argparse.Namespace) -> int:
-        function: Command = getattr(importlib.import_module(f"mqtt_bridge.cli.{family}"), name)
-        return function(args)
 
-    run.__qualname__ = f"{family}.{name}"
-    return run
+def command_function(command: str) -> Command:
+    """The function that runs `command` (its family module is imported now)."""
+    family, name = COMMANDS[command]
+    function: Command = getattr(importlib.import_module(f"mqtt_bridge.cli.{family}"), name)
+    return function
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,20 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override logging.level")
     p.add_argument("--allow-missing-use-cases", action="store_true",
                    help="start even when a configured use case does not exist (warn instead of exit 2)")
-    p.set_defaults(func=_command("run", "run_command"))
+    p.set_defaults(runs="run")
 
     p = sub.add_parser("check-config", help="validate a config; print it with secrets redacted")
     p.add_argument("config", help="YAML config file")
-    p.set_defaults(func=_command("run", "check_config_command"))
+    p.set_defaults(runs="check-config")
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config (or of the canonical message)")
     p.add_argument("--message", action="store_true", help="the canonical detection message instead")
-    p.set_defaults(func=_command("run", "schema_command"))
+    p.set_defaults(runs="schema")
 
     p = sub.add_parser("broker", help="run the embedded MQTT 3.1.1 broker (amqtt)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
-    p.set_defaults(func=_command("dev", "broker_command"))
+    p.set_defaults(runs="broker")
 
     p = sub.add_parser("emulator", help="run the local Vision Events API emulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -63,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="demo-key")
     p.add_argument("--use-case", action="append", help="use case id to create (repeatable)")
     p.add_argument("--auto-create-use-cases", action="store_true", help="accept any useCaseId")
-    p.set_defaults(func=_command("dev", "emulator_command"))
+    p.set_defaults(runs="emulator")
 
     p = sub.add_parser("demo", help="broker + emulator + bridge + simulated line, in one process")
     p.add_argument("--config", help="config file (default: the demo config inside the package)")
@@ -71,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-port", type=int, default=8080)
     p.add_argument("--interval-s", type=float, default=1.0, help="seconds between frames per camera")
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
-    p.set_defaults(func=_command("dev", "demo_command"))
+    p.set_defaults(runs="demo")
 
     p = sub.add_parser("publish", help="publish a detection message (canonical JSON) with QoS 1")
     p.add_argument("--host", default="localhost")
@@ -84,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="mqtt-bridge-publish")
     p.add_argument("--username")
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
-    p.set_defaults(func=_command("dev", "publish_command"))
+    p.set_defaults(runs="publish")
 
     p = sub.add_parser("bench", help="benchmark the bridge against side-by-side baselines (needs Mosquitto)")
     p.add_argument("--out", default="bench-results", help="folder for the JSON and PNG results")
@@ -96,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-s", type=float, default=0.5, help="the bridge's flush.max_wait_s")
     p.add_argument("--systems", default="bridge,naive,receive-only",
                    help="comma-separated subset of bridge,naive,receive-only")
-    p.set_defaults(func=_command("dev", "bench_command"))
+    p.set_defaults(runs="bench")
 
     p = sub.add_parser("dlq", help="list, show, replay or purge dead letters (bridge stopped)")
     p.add_argument("action", choices=["list", "show", "replay", "purge"])
@@ -110,12 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-out", help="show: write the raw payload to this file")
     p.add_argument("--all", action="store_true", help="purge: every dead letter (no filter)")
     p.add_argument("--yes", action="store_true", help="purge: really delete")
-    p.set_defaults(func=_command("dlq", "dlq_command"))
+    p.set_defaults(runs="dlq")
 
     p = sub.add_parser("status", help="one-screen summary from the running bridge, or from its buffer")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--json", action="store_true", help="print the status document as JSON")
-    p.set_defaults(func=_command("status", "status_command"))
+    p.set_defaults(runs="status")
 
     p = sub.add_parser("export", help="write undelivered events as Vision Events bundles (.tar.gz, bridge stopped)")
     p.add_argument("--config", "-c", required=True)
@@ -123,14 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--route", help="only this route")
     p.add_argument("--limit", type=int, help="at most this many events (oldest first)")
     p.add_argument("--delete", action="store_true", help="remove the exported events from the buffer")
-    p.set_defaults(func=_command("export", "export_command"))
+    p.set_defaults(runs="export")
 
     p = sub.add_parser("use-cases", help="list or create use cases in the workspace")
     p.add_argument("action", choices=["list", "create"])
     p.add_argument("name", nargs="?", help="create: the new use case's name")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--status", choices=["active", "inactive"], default="active", help="list: which ones")
-    p.set_defaults(func=_command("use_cases", "use_cases_command"))
+    p.set_defaults(runs="use-cases")
 
     p = sub.add_parser("decode", aliases=["dry-run"],
                        help="print the Vision Events a message would become, sending nothing (no broker, buffer, API)")
@@ -141,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="payload file (default: stdin); repeat for a sequence decoded in order, state kept")
     p.add_argument("--received-at", help="pretend the messages arrived at this ISO 8601 / Unix time (also the "
                                          "'now' of the API's one-year timestamp window)")
-    p.set_defaults(func=_command("decode", "decode_command"))
+    p.set_defaults(runs="decode")
     return parser
 
 
@@ -150,5 +164,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command not in ("run",):
         setup_logging("INFO")
-    code: int = args.func(args)
-    return code
+    return command_function(args.runs)(args)  # `runs` is the command's name, also when an alias was typed
