@@ -24,11 +24,16 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+# the embedded broker (amqtt) is the optional extra [demo]: the demo and the tests install it, the image does not
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[demo]'
 	touch $(VENV)/.runtime $@
 
-demo: $(VENV)/.runtime
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,demo]'
+	touch $(VENV)/.runtime $(VENV)/.demo $@
+
+demo: $(VENV)/.demo
 	$(BIN)/mqtt-bridge demo
 
 check: $(VENV)/.dev

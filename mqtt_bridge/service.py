@@ -23,6 +23,7 @@ from types import FrameType
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.api.usecases import check_use_cases
 from mqtt_bridge.config.bridge import BridgeConfig
+from mqtt_bridge.config.load import validate
 from mqtt_bridge.errors import ApiError, ConfigError, StorageError
 from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences
 from mqtt_bridge.images.shedding import ImageShedder
@@ -66,7 +67,8 @@ class Service:
     """One running bridge. `start()` then `wait()`; or `run()` for both plus signal handling."""
 
     def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False) -> None:
-        self.config = config
+        """`config` as `config.load` returns it; one built otherwise is validated the same way here (ConfigError)."""
+        self.config = validate(config)
         self.stats = Stats()
         self.trace = MessageTrace(config.health.trace_size)
         self.metrics = Metrics(self.stats, self.state, self._buffer_gauges)

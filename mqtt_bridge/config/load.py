@@ -1,7 +1,11 @@
 """Loading the configuration: YAML, `${VAR}` interpolation, secret files, errors with key paths, redaction.
 
-Owns: turning a YAML file into a validated, frozen `BridgeConfig`, and every error message about it (each with its
-key path, e.g. `routes[0].use_case`). This is the only module that reads the environment. Must not start anything.
+Owns: the one entry that turns a YAML file (`load_config`) or an already-parsed document (`parse_config`) into a
+fully validated, frozen `BridgeConfig`, and every error message about it (each with its key path, e.g.
+`routes[0].use_case`). Fully validated means: the pydantic models, and then `validate`, the checks that need the
+compiled routes (topic and value templates, receipt topics, image references), all problems reported together.
+Every command (`run`, `check-config`, `decode`, the operator tools), the demo and the `Service` go through it.
+This is the only module that reads the environment. Must not start anything.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from pydantic import (
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.errors import ConfigError
 
-__all__ = ["load_config", "parse_config", "redacted"]
+__all__ = ["load_config", "parse_config", "redacted", "validate"]
 
 
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 
 def _interpolate(node: object, path: str, env: dict[str, str], problems: list[tuple[str, str]]) -> object:
@@ -61,7 +64,8 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
 
 
 def parse_config(raw: object, env: dict[str, str] | None = None, base_dir: Path | None = None) -> BridgeConfig:
-    """Validate an already-parsed YAML document. Raises ConfigError listing every problem with its key path."""
+    """Validate an already-parsed YAML document fully (the models, then `validate`). Raises ConfigError listing
+    every problem with its key path."""
     problems: list[tuple[str, str]] = []
     if not isinstance(raw, dict):
         raise ConfigError([("(top level)", "the file must hold a mapping of sections (mqtt, api, routes, ...)")])
@@ -78,6 +82,32 @@ def parse_config(raw: object, env: dict[str, str] | None = None, base_dir: Path 
     if base_dir is not None and not config.buffer.path.is_absolute():
         buffer = config.buffer.model_copy(update={"path": (base_dir / config.buffer.path)})
         config = config.model_copy(update={"buffer": buffer})
+    return validate(config)
+
+
+def validate(config: BridgeConfig) -> BridgeConfig:
+    """The checks that need the compiled routes; returns `config` unchanged, or raises ConfigError listing every
+    problem with its key path. `parse_config` calls it, and so does the `Service` for a config built elsewhere.
+
+    The route templates come first: receipts and image references are compiled on top of them, so when a route's
+    template is wrong their checks would only repeat its problems.
+    """
+    # deferred: routing, receipts and image references pull in the decoders and Pillow, which `--version` and
+    # `schema` do not need
+    from mqtt_bridge.images.reference_plans import compile_image_references  # noqa: PLC0415
+    from mqtt_bridge.observe.receipts import compile_receipt_topics  # noqa: PLC0415
+    from mqtt_bridge.routing.router import Router  # noqa: PLC0415
+
+    routes = list(config.routes)
+    Router(routes)  # raises ConfigError with every template problem of every route
+    problems: list[tuple[str, str]] = []
+    for check in (compile_receipt_topics, compile_image_references):
+        try:
+            check(routes)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
     return config
 
 

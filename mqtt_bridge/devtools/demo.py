@@ -2,8 +2,11 @@
 
 Owns: starting, in order, the embedded amqtt broker, the local Vision Events emulator (with the demo's use case),
 the simulated camera's snapshot server (`FrameServer` on 127.0.0.1, which the demo config allows explicitly),
-the bridge on `config/demo.yaml`, and the simulated line; printing the page to watch; and stopping all of it in
-reverse order on Ctrl-C, SIGTERM or after `duration_s`.
+the bridge on the demo config, and the simulated line; printing the page to watch; and stopping all of it in
+reverse order on Ctrl-C, SIGTERM or after `duration_s`. The demo config is package data (`demo.yaml` beside this
+module, read with `importlib.resources`), so `pip install 'mqtt-vision-bridge[demo]' && mqtt-bridge demo` works
+outside a checkout; the repository's `config/demo.yaml` is a symbolic link to it. The config goes through
+`config.load` like any other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import tempfile
 import threading
 from dataclasses import dataclass
+from importlib.resources import as_file, files
 from pathlib import Path
 from types import FrameType
 
@@ -25,17 +29,18 @@ from mqtt_bridge.devtools.simulator import FrameServer, SimulatedLine
 from mqtt_bridge.sdk.publisher import Publisher
 from mqtt_bridge.service import Service
 
-__all__ = ["DemoSettings", "run_demo"]
+__all__ = ["DEMO_CONFIG", "DemoSettings", "run_demo"]
 
 log = logging.getLogger(__name__)
 DEMO_API_KEY = "demo-key"
+DEMO_CONFIG = "demo.yaml"  # package data, beside this module
 
 
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
     """What `mqtt-bridge demo` can change."""
 
-    config_path: Path
+    config_path: Path | None = None  # None: the demo config inside the package
     mqtt_port: int = 1883
     api_port: int = 8080
     interval_s: float = 1.0
@@ -55,11 +60,14 @@ def _port_or_free(port: int) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def _demo_config(path: Path, mqtt_port: int, api_url: str, buffer_dir: Path) -> BridgeConfig:
-    config = load_config(path, env={"DEMO_MQTT_PORT": str(mqtt_port), "DEMO_BUFFER": str(buffer_dir),
-                                    "DEMO_API_PORT": api_url.rsplit(":", 1)[1],
-                                    "DEMO_HEALTH_PORT": str(_port_or_free(9100))})
-    return config
+def _demo_config(path: Path | None, mqtt_port: int, api_url: str, buffer_dir: Path) -> BridgeConfig:
+    """The demo's config (the packaged one when `path` is None), with its ports and buffer filled in."""
+    env = {"DEMO_MQTT_PORT": str(mqtt_port), "DEMO_BUFFER": str(buffer_dir),
+           "DEMO_API_PORT": api_url.rsplit(":", 1)[1], "DEMO_HEALTH_PORT": str(_port_or_free(9100))}
+    if path is not None:
+        return load_config(path, env=env)
+    with as_file(files("mqtt_bridge.devtools").joinpath(DEMO_CONFIG)) as packaged:
+        return load_config(packaged, env=env)
 
 
 def run_demo(settings: DemoSettings) -> int:

@@ -66,6 +66,17 @@ def test_dockerfile_runs_the_cli_as_non_root_with_a_volume_and_healthcheck() -> 
     assert str(config.health.port) in IMAGE["EXPOSE"].split()
 
 
+def test_dockerfile_installs_the_package_without_the_demo_extra() -> None:
+    """The image ships the product only: the Makefile builds the wheels without extras (`pip wheel .`) and the
+    Dockerfile installs the package without extras, so amqtt (the [demo] extra) is not in it."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    installs = [line for line in text.splitlines() if "pip install" in line and "--find-links /wheels" in line]
+    assert installs and all(re.search(r"--no-cache-dir mqtt-vision-bridge(\s|$)", line) for line in installs)
+    assert "amqtt" not in "".join(installs)
+    makefile = (DEPLOY.parent / "Makefile").read_text()
+    assert re.search(r"pip wheel \S.*--wheel-dir build/wheels \.$", makefile, re.MULTILINE), "image wheels: no extras"
+
+
 def test_compose_matches_the_image_and_the_config_schema() -> None:
     """Services, config and buffer mounts, secret path, ports and the dry-run emulator agree with the image."""
     compose: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())

@@ -20,7 +20,7 @@ OWNERS = {
     "prometheus_client": {"observe.metrics"},
     "selenium": set(),
     "google.protobuf": {"decode.sparkplug_schema"},
-    "yaml": {"config.load", "cli.main", "devtools.bench.runner"},
+    "yaml": {"config.load", "cli.run", "devtools.bench.runner"},
     # Pillow checks and resizes images in `images.checks` only. The demo's simulated camera and the benchmark's
     # chart draw pictures with it; neither is part of the product.
     "PIL": {"images.checks", "devtools.simulator", "devtools.bench.runner"},
@@ -92,9 +92,10 @@ def test_layers_nothing_imports_the_top() -> None:
 
 
 def test_layers_product_never_imports_devtools() -> None:
-    """Product code (everything outside devtools/ and the CLI that starts them) never imports devtools."""
+    """Product code (everything outside devtools/ and `cli.dev`, the one command family that starts them) never
+    imports devtools."""
     for name, imports in _modules().items():
-        if name.startswith("devtools") or name.startswith("cli.") or name == "__main__":
+        if name.startswith("devtools") or name in {"cli.dev", "__main__"}:
             continue
         dev = {i for i in _ours(imports) if i.startswith("devtools")}
         assert not dev, f"{name} imports {dev}"
@@ -127,6 +128,18 @@ def test_layers_templates_import_nothing_of_config() -> None:
     """routing.templates, the one template grammar, imports only the foundation, so that config/ can use it."""
     beyond = {i for i in _ours(_modules()["routing.templates"]) if not _from_within(i, FOUNDATION)}
     assert not beyond, f"routing.templates imports {beyond}"
+
+
+def test_layers_cli_dev_imports_devtools_only_when_a_command_runs() -> None:
+    """`cli.dev` imports devtools inside its command functions only, so loading the CLI never loads a dev tool
+    (and the product runs without the optional embedded broker)."""
+    tree = ast.parse((PACKAGE / "cli" / "dev.py").read_text())
+    top_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    names = {alias.name for node in top_level if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in top_level if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {n for n in names if n.startswith("mqtt_bridge.devtools")}, names
+    deferred = {i for i in _modules()["cli.dev"] if i.startswith("mqtt_bridge.devtools")}
+    assert deferred, "cli.dev starts the dev tools"
 
 
 def test_layers_no_import_cycles() -> None:

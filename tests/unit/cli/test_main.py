@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mqtt_bridge import __version__
-from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, config_schema, main, message_schema
+from mqtt_bridge.cli.main import COMMANDS, EXIT_CONFIG, EXIT_OK, _parser, command_function, main
+from mqtt_bridge.cli.run import config_schema, message_schema
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -73,3 +74,13 @@ def test_cli_demo_without_its_config_exits_2(tmp_path: Path, capsys: pytest.Capt
     """`demo` with a config that is not there says so and exits 2 instead of starting anything."""
     assert main(["demo", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_every_command_runs_a_function_of_its_family_module() -> None:
+    """Each subcommand of the parser is dispatched, and its family module has the function that runs it."""
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    assert set(subparsers.choices) == set(COMMANDS) | {"dry-run"}  # type: ignore[arg-type]
+    for command, (family, name) in COMMANDS.items():
+        function = command_function(command)
+        assert callable(function) and function.__module__ == f"mqtt_bridge.cli.{family}" and function.__name__ == name

@@ -109,3 +109,41 @@ def test_config_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems[0][0].startswith("line ")
+
+
+def test_config_load_reports_receipt_and_image_reference_problems_together(tmp_path: Path) -> None:
+    """config.load validates what the routes compile to as well: every problem of every route, with its key path."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text("api:\n  api_key: k\nroutes:\n"
+                    "  - topic: a/{cam}\n    use_case: u\n    receipt_topic: 'r/{nope}'\n"
+                    "  - topic: b/{cam}\n    use_case: u\n    image:\n      url:\n"
+                    "        template: 'http://x/{cam}/{missing}'\n        allow_hosts: [x]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = [key for key, _ in info.value.problems]
+    assert "routes[0].receipt_topic" in keys
+    assert any(key.startswith("routes[1].image") for key in keys), info.value.problems
+
+
+def test_config_load_reports_every_template_problem_of_every_route() -> None:
+    """A wrong placeholder in two routes gives two problems, each with its route's key path."""
+    raw = _minimal(routes=[{"topic": "a/{b}", "use_case": "u", "device_id": "{c}"},
+                           {"topic": "d/{e}", "use_case": "u", "stream_id": "{f}"}])
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env={})
+    assert [key for key, _ in info.value.problems] == ["routes[0].device_id", "routes[1].stream_id"]
+
+
+def test_config_built_without_load_is_validated_the_same_way_by_the_service(tmp_path: Path) -> None:
+    """A BridgeConfig made directly from the models (not by config.load) gets the same checks when the Service is
+    built on it: the bad receipt topic is a ConfigError before anything starts."""
+    from mqtt_bridge.config.bridge import BridgeConfig
+    from mqtt_bridge.service import Service
+
+    config = BridgeConfig.model_validate(_minimal(
+        buffer={"path": str(tmp_path / "buffer")},
+        routes=[{"topic": "a/{cam}", "use_case": "u", "receipt_topic": "r/{nope}"}]))
+    with pytest.raises(ConfigError) as info:
+        Service(config)
+    assert [key for key, _ in info.value.problems] == ["routes[0].receipt_topic"]
+    assert not (tmp_path / "buffer").exists()

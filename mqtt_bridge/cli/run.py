@@ -1,0 +1,84 @@
+"""`mqtt-bridge run`, `check-config` and `schema`: the bridge itself, and its configuration.
+
+Owns: starting the `Service` on a loaded config and mapping what stops it to an exit code; printing the effective
+configuration (secrets redacted); the JSON Schemas of the config file and of the canonical message (what
+`config/schema.json` and `config/message.schema.json` hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import yaml
+
+from mqtt_bridge.cli.common import (
+    EXIT_BUFFER,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    setup_logging,
+    with_config,
+)
+from mqtt_bridge.config.bridge import BridgeConfig
+from mqtt_bridge.config.load import redacted
+from mqtt_bridge.errors import StorageError
+
+__all__ = ["check_config_command", "config_schema", "message_schema", "run_command", "schema_command"]
+
+log = logging.getLogger("mqtt_bridge")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`run`: the bridge until SIGTERM (exit 0), a dead thread (1), a bad config (2), a busy port (3) or an
+    unusable buffer (4)."""
+    from mqtt_bridge.service import Service  # noqa: PLC0415
+
+    def run(config: BridgeConfig) -> int:
+        setup_logging(args.log_level or config.logging.level, config.logging.format, config)
+        try:  # a ConfigError (e.g. a use case that does not exist) is printed by `with_config`: exit 2
+            return Service(config, allow_missing_use_cases=args.allow_missing_use_cases).run()
+        except StorageError as exc:
+            log.error("buffer unusable: %s", exc)
+            return EXIT_BUFFER
+        except OSError as exc:
+            log.error("cannot start: %s (is health.port %d already in use?)", exc, config.health.port)
+            return EXIT_UNAVAILABLE
+
+    return with_config(args.config, run)
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    """`check-config`: validate everything `run` would, and print the effective config with secrets redacted."""
+
+    def show(config: BridgeConfig) -> int:
+        print(f"# {args.config}: valid. Effective configuration (secrets redacted):")
+        print(yaml.safe_dump(redacted(config), sort_keys=False), end="")
+        return EXIT_OK
+
+    return with_config(args.config, show)
+
+
+def config_schema() -> dict[str, object]:
+    """The JSON Schema of the config file (what `config/schema.json` holds)."""
+    schema = BridgeConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mqtt-vision-bridge configuration"
+    return schema
+
+
+def message_schema() -> dict[str, object]:
+    """The JSON Schema of the canonical detection message (what `config/message.schema.json` holds)."""
+    from mqtt_bridge.decode.canonical import CanonicalMessage  # noqa: PLC0415
+
+    schema = CanonicalMessage.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "mqtt-vision-bridge/message/v1"
+    return schema
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    """`schema [--message]`: print a JSON Schema."""
+    schema = message_schema() if args.message else config_schema()
+    print(json.dumps(schema, indent=2, sort_keys=True))
+    return EXIT_OK
