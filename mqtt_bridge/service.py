@@ -37,7 +37,7 @@ from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
 from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
-from mqtt_bridge.pipeline.receiver import Intake
+from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.transform.ingest import Ingestor
@@ -90,7 +90,7 @@ class Service:
         self._receipts_thread: threading.Thread | None = None
         self._api: VisionEventsClient | None = None
         self._subscriber: MqttSubscriber | None = None
-        self._intake: Intake | None = None
+        self._intake: Receiver | None = None
         self._references: ImageReferences | None = None  # only when a route has a url/file/companion image
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
@@ -138,7 +138,7 @@ class Service:
                               config.api.retry_min_s, config.api.retry_max_s),
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
-            self._intake = Intake(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
+            self._intake = Receiver(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
                                   max_pending=max(2 * config.mqtt.receive_maximum, 1000), hooks=hooks,
                                   shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
                                   else None)

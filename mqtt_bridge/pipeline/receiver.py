@@ -1,4 +1,5 @@
-"""The intake thread: received messages → ingest → one durable commit per group → acks in arrival order.
+"""The receiver thread (the durable ack path): received messages → ingest → one durable commit per group → acks in
+arrival order.
 
 Owns: group commit (everything received while the previous commit was being fsynced goes into the next one, so
 one fsync covers many messages), the ack-after-commit rule, and backpressure: above the buffer's high-water mark
@@ -26,7 +27,7 @@ from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.transform.ingest import Ingestor
 
-__all__ = ["Intake"]
+__all__ = ["Receiver"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ _HIGH_WATER_CHECK_S = 0.2
 _GATHER_S = 0.02
 
 
-class Intake:
+class Receiver:
     """Hands messages from the MQTT thread to the buffer. `offer` is called by paho; `run` is the thread body."""
 
     def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, stats: Stats,

@@ -181,3 +181,22 @@ def test_layers_emulator_imports_nothing_of_the_product() -> None:
             product = [n for n in names if (n == "mqtt_bridge" or n.startswith("mqtt_bridge."))
                        and not n.startswith("mqtt_bridge.devtools.emulator")]
             assert not product, f"{path.relative_to(PACKAGE)} imports {product}"
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_layers_every_module_is_at_most_400_lines() -> None:
+    """One job per module: none is longer than 400 lines (design §2)."""
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_layers_every_module_and_subpackage_says_what_it_owns() -> None:
+    """Every module has a docstring, and every subpackage's `__init__.py` is that docstring (no code hides there)."""
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{path.relative_to(PACKAGE)} has no docstring"
+        if path.name == "__init__.py" and path.parent != PACKAGE:
+            assert len(tree.body) == 1, f"{path.relative_to(PACKAGE)} holds code; subsystems keep it in modules"

@@ -127,9 +127,8 @@ class _System:
     def _command(self, count: int, setup_only: bool) -> list[str]:
         if self.name == "bridge":
             return [sys.executable, "-m", "mqtt_bridge", "run", "--config", str(self._config)]
-        command = [sys.executable, "-m", "mqtt_bridge.devtools.bench.baselines", self.name, "--port",
-                   str(self.mqtt_port), "--count", str(max(count, 1)), "--client-id", self.client_id,
-                   "--sink", self.sink_url]
+        command = [sys.executable, "-m", f"{__package__}.baselines", self.name, "--port", str(self.mqtt_port),
+                   "--count", str(max(count, 1)), "--client-id", self.client_id, "--sink", self.sink_url]
         return [*command, "--setup-only"] if setup_only else command
 
     def start(self, count: int, setup_only: bool = False) -> None:

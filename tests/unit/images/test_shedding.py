@@ -16,7 +16,7 @@ from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import Record
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.pipeline.receiver import Intake
+from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.transform.ingest import Ingestor
@@ -78,7 +78,7 @@ def test_shedding_intake_over_high_water(tmp_path: Path, on_full: str) -> None:
         return ack
 
     with DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes) as buffer:
-        intake = Intake(Ingestor(Router(list(config.routes)), 2**20), buffer, stats, stop, threading.Event(),
+        intake = Receiver(Ingestor(Router(list(config.routes)), 2**20), buffer, stats, stop, threading.Event(),
                         max_pending=100, shed_images=ImageShedder(config, stats) if ImageShedder.is_needed(config)
                         else None)
         thread = threading.Thread(target=intake.run, name="t-intake")

@@ -19,7 +19,7 @@ from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.pipeline.receiver import Intake
+from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.transform.ingest import Ingestor
@@ -50,7 +50,7 @@ class _Line:
     """A receiver on a real buffer in `tmp_path`, and the acks its messages report (name, buffer depth at ack)."""
 
     buffer: DiskBuffer
-    intake: Intake
+    intake: Receiver
     stats: Stats
     stop: threading.Event
     wake: threading.Event
@@ -84,7 +84,7 @@ def line(tmp_path: Path) -> Iterator[_Line]:
     acked: list[str] = []
     recorder = _Recorder(acked)
     ingestor = Ingestor(Router([RouteConfig.model_validate(ROUTE)]), 2**20)
-    intake = Intake(ingestor, buffer, stats, stop, wake, max_pending=100,
+    intake = Receiver(ingestor, buffer, stats, stop, wake, max_pending=100,
                     hooks=OutcomeHooks([_Failing(), recorder]))
     try:
         yield _Line(buffer, intake, stats, stop, wake, recorder, acked)
@@ -188,7 +188,7 @@ def _failures(line: _Line) -> int:
 
 def test_receiver_offer_does_not_block_once_stopped(line: _Line) -> None:
     """With the queue full, `offer` waits (backpressure on the socket) but returns once the bridge stops."""
-    small = Intake(Ingestor(Router([RouteConfig.model_validate(ROUTE)]), 2**20), line.buffer, line.stats,
+    small = Receiver(Ingestor(Router([RouteConfig.model_validate(ROUTE)]), 2**20), line.buffer, line.stats,
                    line.stop, line.wake, max_pending=1)
     small.offer(line.message("m1", detection_message(1)))
     threading.Timer(0.3, line.stop.set).start()
