@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -618,3 +619,21 @@ class BridgeProcess:
     def log_text(self) -> str:
         """Everything the process printed."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def demo_events(log_path: Path, minimum: int, *, url_timeout_s: float,
+                events_timeout_s: float) -> tuple[str, list[dict[str, Any]]]:
+    """A running `mqtt-bridge demo`'s emulator URL (read from its log) and, once it holds `minimum` events, those."""
+    import requests
+
+    match = wait_until(lambda: re.search(r"emulator: (http://127\.0\.0\.1:\d+)/", log_path.read_text()),
+                       timeout_s=url_timeout_s, message="the demo prints its page URL")
+    assert match is not None
+    url = match.group(1)
+    with requests.Session() as http:
+
+        def stored_events() -> list[dict[str, Any]]:
+            events: list[dict[str, Any]] = http.get(f"{url}/_emulator/events", timeout=5).json()["events"]
+            return events if len(events) >= minimum else []
+
+        return url, wait_until(stored_events, timeout_s=events_timeout_s, message="events in the emulator")

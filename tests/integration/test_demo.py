@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import demo_events
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -26,17 +24,8 @@ def test_demo_shows_events_with_images_in_the_emulator_page(tmp_path: Path) -> N
             [sys.executable, "-m", "mqtt_bridge", "demo", "--mqtt-port", "0", "--api-port", "0",
              "--interval-s", "0.3"], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     try:
-        match = wait_until(lambda: re.search(r"emulator: (http://127\.0\.0\.1:\d+)/", log_path.read_text()),
-                           timeout_s=30, message="the demo prints its page URL")
-        assert match is not None
-        url = match.group(1)
+        url, events = demo_events(log_path, 8, url_timeout_s=30, events_timeout_s=30)
         with requests.Session() as http:
-
-            def stored_events() -> list[dict[str, Any]]:
-                events: list[dict[str, Any]] = http.get(f"{url}/_emulator/events", timeout=5).json()["events"]
-                return events if len(events) >= 8 else []
-
-            events = wait_until(stored_events, timeout_s=30, message="events in the emulator")
             page = http.get(f"{url}/", timeout=5)
             assert page.status_code == 200 and "Vision Events emulator" in page.text
             with_images = [e for e in events if e.get("images")]

@@ -10,12 +10,10 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from tests.helpers import wait_until
+from tests.helpers import demo_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -67,17 +65,7 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(tmp_path: Path) -> N
                                     "0.3", "--duration-s", "120"], stdout=log, stderr=subprocess.STDOUT,
                                    cwd=str(workdir), env=env)
     try:
-        match = wait_until(lambda: re.search(r"emulator: (http://127\.0\.0\.1:\d+)/", log_path.read_text()),
-                           timeout_s=60, message="the demo prints its page URL")
-        assert match is not None
-        url = match.group(1)
-        with requests.Session() as http:
-
-            def stored_events() -> list[dict[str, Any]]:
-                events: list[dict[str, Any]] = http.get(f"{url}/_emulator/events", timeout=5).json()["events"]
-                return events if len(events) >= 4 else []
-
-            events = wait_until(stored_events, timeout_s=45, message="events in the emulator")
+        _, events = demo_events(log_path, 4, url_timeout_s=60, events_timeout_s=45)
         assert {e["useCaseId"] for e in events} == {"demo-inspection"}
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0, log_path.read_text()[-3000:]
