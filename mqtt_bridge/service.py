@@ -159,7 +159,8 @@ class Service:
                                   [route.label for route in self._router.routes], self._receipts is not None)
             token = config.health.token.get_secret_value() if config.health.token else None
             self._health = HealthServer(config.health.host, config.health.port, self.state,
-                                        metrics=self.metrics.render, report=report, token=token)
+                                        metrics=self.metrics.render, report=report, token=token,
+                                        allowed_hosts=config.health.allowed_hosts)
             self._health.start()
         if self._receipts is not None and self._receipt_client is not None:
             self._receipt_client.start_background(max_queued=10_000)
