@@ -12,6 +12,7 @@ the bridge.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -33,6 +34,7 @@ from mqtt_bridge.observe.health import HealthServer
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
 from mqtt_bridge.observe.receipts import Receipts
+from mqtt_bridge.observe.redact import add_secrets
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
@@ -69,6 +71,7 @@ class Service:
     def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False) -> None:
         """`config` as `config.load` returns it; one built otherwise is validated the same way here (ConfigError)."""
         self.config = validate(config)
+        _register_secrets(self.config)
         self.stats = Stats()
         self.trace = MessageTrace(config.health.trace_size)
         self.metrics = Metrics(self.stats, self.state, self._buffer_gauges)
@@ -158,7 +161,8 @@ class Service:
                                   [route.label for route in self._router.routes], self._receipts is not None)
             token = config.health.token.get_secret_value() if config.health.token else None
             self._health = HealthServer(config.health.host, config.health.port, self.state,
-                                        metrics=self.metrics.render, report=report, token=token)
+                                        metrics=self.metrics.render, report=report, token=token,
+                                        allowed_hosts=config.health.allowed_hosts)
             self._health.start()
         if self._receipts is not None and self._receipt_client is not None:
             self._receipt_client.start_background(max_queued=10_000)
@@ -311,3 +315,11 @@ def _join(thread: threading.Thread | None, deadline: float) -> None:
     """Join a thread we started, until the shared monotonic `deadline` (at least a moment)."""
     if thread is not None:
         thread.join(max(0.1, deadline - time.monotonic()))
+
+
+def _register_secrets(config: BridgeConfig) -> None:
+    """The MQTT password and health token join the one redaction step (the API client registers the key)."""
+    secrets = [config.health.token.get_secret_value() if config.health.token else ""]
+    with contextlib.suppress(ConfigError):  # an unreadable password file fails the connection, reported there
+        secrets.append(config.mqtt.password_value() or "")
+    add_secrets(secrets)

@@ -3,7 +3,10 @@
 Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, use cases), the Bearer header (never
 `?api_key=`, which proxies log), a timeout on every request, one pooled session, and the mapping from outcomes to
 the error types of `errors.py`: 401/403 → AuthApiError, 408/429/5xx and network failures → RetryableApiError
-(with `Retry-After`), any other 4xx → PermanentApiError with the API's answer. Must not retry by itself.
+(with `Retry-After`), any other 4xx → PermanentApiError with the API's answer. Every answer text that enters the
+bridge here (error bodies, a redirect's Location) passes through `observe.redact` first: a gateway that echoes the
+request headers cannot put the key into dead letters, receipts, the trace or the status page. The key is
+registered with the redaction step when read. Must not retry by itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import requests
 from mqtt_bridge import __version__
 from mqtt_bridge.errors import AuthApiError, PermanentApiError, RetryableApiError
 from mqtt_bridge.model.values import JsonDict, JsonValue
+from mqtt_bridge.observe.redact import add_secrets, redact
 
 __all__ = ["EventsApi", "VisionEventsClient", "parse_retry_after"]
 
@@ -64,6 +68,7 @@ class VisionEventsClient:
         self._root = base_url.rstrip("/") + "/vision-events"
         self._api_key = api_key
         self._key = api_key()
+        add_secrets([self._key])
         self._timeout = (connect_timeout_s, read_timeout_s)
         self._session = requests.Session()
         self._session.trust_env = False  # no .netrc or proxy variables unless configured (reliability.md §4)
@@ -76,6 +81,7 @@ class VisionEventsClient:
     def refresh_key(self) -> None:
         """Re-read the key (a rotated `api_key_file` takes effect without a restart)."""
         self._key = self._api_key()
+        add_secrets([self._key])
 
     def _request(self, method: str, path: str, *, json_body: JsonValue = None,
                  files: dict[str, tuple[str, bytes, str]] | None = None) -> JsonValue:
@@ -93,7 +99,7 @@ class VisionEventsClient:
             # The exception text holds the URL but never the key, which travels in a header.
             raise RetryableApiError(f"{method} {path}: {type(exc).__name__}") from exc
         status = response.status_code
-        body = response.text[:_BODY_EXCERPT]
+        body = redact(response.text[:_BODY_EXCERPT])  # before anything keeps it (dead letters, receipts, ...)
         if 200 <= status < 300:
             try:
                 parsed: JsonValue = orjson.loads(response.content) if response.content else None
@@ -106,7 +112,7 @@ class VisionEventsClient:
         if 300 <= status < 400:
             # a redirect (e.g. http -> https, or a proxy) is a configuration problem, not a bad event: keep the
             # data and report not ready, like a refused key, instead of dead-lettering every event
-            location = response.headers.get("Location", "")[:200]
+            location = redact(response.headers.get("Location", "")[:200])
             raise AuthApiError(f"{message}: the API redirects to {location!r}; set api.base_url to the final URL",
                                status, body)
         if status in (408, 425, 429) or status >= 500:
@@ -126,7 +132,7 @@ class VisionEventsClient:
         answer = self._request("POST", "/upload", files={"file": (name, data, "application/octet-stream")})
         source_id = answer.get("sourceId") if isinstance(answer, dict) else None
         if not isinstance(source_id, str) or not source_id:
-            raise RetryableApiError("POST /upload: the answer holds no sourceId", 201, str(answer)[:500])
+            raise RetryableApiError("POST /upload: the answer holds no sourceId", 201, redact(str(answer)[:500]))
         return source_id
 
     def list_use_cases(self, status: str = "active") -> list[JsonDict]:

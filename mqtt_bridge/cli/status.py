@@ -38,8 +38,9 @@ def _fetch_status(config: BridgeConfig, timeout_s: float = 3.0) -> JsonDict | No
     request = urllib.request.Request(f"http://{host}:{config.health.port}/status.json")
     if config.health.token is not None:
         request.add_header("Authorization", f"Bearer {config.health.token.get_secret_value()}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never http_proxy: it would get the token
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310 - our own health server
+        with opener.open(request, timeout=timeout_s) as answer:
             document = orjson.loads(answer.read())
     except (OSError, urllib.error.URLError, orjson.JSONDecodeError):
         return None

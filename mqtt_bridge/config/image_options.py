@@ -20,7 +20,8 @@ __all__ = ["CompanionImages", "FileReference", "ReferenceKind", "ResizeOptions",
 
 
 
-_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$|^[0-9A-Fa-f:.]+$"
+_HOST_PATTERN = (r"^((\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*|\[[0-9A-Fa-f:.]+\])"
+                 r"(:([0-9]{1,5}|\*))?(/[!-~]*)?$|^[0-9A-Fa-f:.]+(/[!-~]*)?$")
 
 
 def _one_source(field: str | None, template: str | None, what: str) -> None:
@@ -44,8 +45,10 @@ class UrlReference(_Model):
         "'http://nvr1:5000/api/events/{payload.after.id}/snapshot.jpg'; inserted values are percent-encoded."))
     allow_hosts: list[Annotated[str, Field(max_length=253, pattern=_HOST_PATTERN)]] = Field(
         ..., min_length=1, max_length=1000, description=(
-            "Hosts the bridge may fetch from: names (cam1.plant.local), *.suffix wildcards (*.cams.plant.local) "
-            "or IP addresses. Anything else is refused (image_url_refused)."))
+            "Hosts the bridge may fetch from, each `host[:port][/path-prefix]`: names (cam1.plant.local), *.suffix "
+            "wildcards (*.cams.plant.local) or IP addresses ([v6]:port with a port). Without a port only the "
+            "scheme's default port (80, 443) is allowed; `:*` allows any port. A path prefix (nvr1:5000/api/) "
+            "allows only paths under it. Anything else is refused (image_url_refused)."))
     allow_private_networks: list[IPvAnyNetwork] = Field(default_factory=list, max_length=1000, description=(
         "Networks (CIDR) whose non-public addresses may be fetched from, e.g. [10.20.0.0/16] for the camera "
         "VLAN or [127.0.0.1/32] for a local test server. Default none: only public addresses."))

@@ -183,7 +183,13 @@ class HealthConfig(_Model):
     port: int = Field(9100, ge=0, le=65535, description="Port; 0 picks a free one.")
     token: SecretStr | None = Field(None, description=(
         "If set, /metrics, the status page and its API need `Authorization: Bearer <token>` (or the page's login "
-        "cookie); /healthz and /readyz stay open but answer only their status. Never printed."))
+        "cookie, a signed session value); /healthz and /readyz stay open but answer only their status. Never "
+        "printed. The bridge warns at start when `host` is not loopback and no token is set."))
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=100, description=(
+            "Host names the health server answers to besides localhost, IP addresses and `host` itself, e.g. "
+            "[bridge-0.mqtt-vision-bridge.plant.svc]: a request whose `Host` header names anything else gets 421 "
+            "(the defence against DNS rebinding from a browser on this machine)."))
     trace_size: int = Field(10_000, ge=0, le=1_000_000, description=(
         "Messages the status page can find by eventId or topic (kept in memory, newest first; 0 turns it off)."))
 

@@ -4,9 +4,15 @@ Owns: the SSRF rules of reliability.md §4 for `routes[].image.url`, on the stan
 behind `api.py`): http and https only, no user:password@, the host on an allow-list, in canonical form (no decimal,
 octal or hex IPv4 spellings), resolved once by us and every address checked (loopback, private, link-local and
 cloud metadata, CGNAT, multicast, reserved, unspecified, IPv4-mapped/6to4/Teredo are refused unless their network
-is explicitly allowed), then a connection to *that* address (pinned, so DNS rebinding cannot swap it) with TLS
-still verified against the host name (`server_hostname`). Redirects are followed by hand, each hop checked again.
-The body is read in chunks up to a byte cap whatever Content-Length says, within one overall deadline.
+is explicitly allowed; an IPv4-mapped IPv6 address is judged as the IPv4 address it maps), then a connection to
+*that* address (pinned, so DNS rebinding cannot swap it) with TLS still verified against the host name
+(`server_hostname`). An `allow_hosts` entry is `host[:port][/path-prefix]` (`host:*` for any port): without a port it
+allows only the scheme's default port; a path with `.` or `..` segments (plain or percent-encoded) is refused.
+Redirects are followed by hand, each hop checked again. The body is read in chunks up to a byte cap whatever
+Content-Length says, and a body shorter than its Content-Length is refused. One overall deadline (`timeout_s`)
+covers connect, TLS, status line, headers (and any number of `100 Continue`), chunk-size lines and body, whatever
+the server sends: every socket read and write waits only for the time left (`_DeadlineSocket`). Name resolution
+(`getaddrinfo`) is the one step the deadline cannot interrupt.
 
 Raises `DecodeError` with the dead-letter reason: `image_url_refused` (the policy forbids it; nothing was sent),
 `image_fetch_failed` (resolution, connection, TLS, HTTP status, timeout, too many redirects) or `image_rejected`
@@ -16,20 +22,21 @@ Raises `DecodeError` with the dead-letter reason: `image_url_refused` (the polic
 from __future__ import annotations
 
 import http.client
+import io
 import ipaddress
 import re
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from mqtt_bridge import __version__
 from mqtt_bridge.errors import DeadLetterReason, DecodeError
 
-__all__ = ["FetchedImage", "UrlFetcher", "UrlPolicy", "is_forbidden_address"]
+__all__ = ["AllowedHost", "FetchedImage", "UrlFetcher", "UrlPolicy", "is_forbidden_address", "parse_allowed_host"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,6 +60,10 @@ class UrlPolicy:
     max_bytes: int = 20 * 2**20
     max_redirects: int = 3
     ca_file: Path | None = None
+    allowed: tuple[AllowedHost, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", tuple(parse_allowed_host(entry) for entry in self.allow_hosts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +75,92 @@ class FetchedImage:
 
 
 def is_forbidden_address(address: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> bool:
-    """True for an address the bridge must not connect to: anything not public, unless its network is allowed."""
+    """True for an address the bridge must not connect to: anything not public, unless its network is allowed.
+    An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is judged as the IPv4 address it maps: an IPv6 range that
+    happens to cover it does not let it through."""
+    address = _unmapped(address)
     if any(address.version == net.version and address in net for net in allowed):
         return False
     if isinstance(address, ipaddress.IPv6Address) and (
-            address.ipv4_mapped is not None or address.sixtofour is not None or address.teredo is not None
+            address.sixtofour is not None or address.teredo is not None
             or any(address in net for net in _NAT64)):
         return True  # an IPv4 address in IPv6 clothing: refused outright (reliability.md §4)
     return (not address.is_global or address.is_multicast or address.is_reserved or address.is_loopback
             or address.is_link_local or address.is_private or address.is_unspecified)
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv4-mapped IPv6 address stands for (the kernel connects to that one), else itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedHost:
+    """One `allow_hosts` entry: a name, `*.suffix` or IP address, a port (None: the scheme's default port; 0: any
+    port) and a path prefix ('' for any path)."""
+
+    host: str
+    address: IPAddress | None
+    port: int | None
+    path_prefix: str
+
+    def allows(self, scheme: str, host: str, port: int, address: IPAddress | None, path: str) -> bool:
+        """Whether this entry allows a URL with these (already checked) parts."""
+        if self.port is None:
+            if port != (443 if scheme == "https" else 80):
+                return False
+        elif self.port not in (0, port):
+            return False
+        if address is not None:
+            if self.address is None or _unmapped(self.address) != _unmapped(address):
+                return False
+        elif self.address is not None:
+            return False
+        elif self.host.startswith("*."):
+            if not (host.endswith(self.host[1:]) and len(host) > len(self.host) - 1):
+                return False
+        elif self.host != host.rstrip("."):
+            return False
+        if not self.path_prefix:
+            return True
+        bare = path.split("?", 1)[0]
+        prefix = self.path_prefix
+        return bare == prefix.rstrip("/") or bare.startswith(prefix if prefix.endswith("/") else prefix + "/")
+
+
+_ENTRY_RE = re.compile(r"^(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<host>[^/:\[\]]+)|(?P<bare6>[0-9a-f.]*:[0-9a-f:.]*))"
+                       r"(?::(?P<port>\*|[0-9]{1,5}))?(?P<path>/\S*)?$")
+
+
+def parse_allowed_host(entry: str) -> AllowedHost:
+    """Parse `host[:port][/path-prefix]` (`[v6]:port` for an IPv6 address with a port). Raises ValueError."""
+    text = entry.strip().lower()
+    match = _ENTRY_RE.match(text)
+    if match is None:
+        raise ValueError(f"{entry!r} is not host[:port][/path-prefix] ([v6]:port for an IPv6 address)")
+    name = match["v6"] or match["host"] or match["bare6"] or ""
+    address: IPAddress | None = None
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        if match["v6"] is not None or match["bare6"] is not None:
+            raise ValueError(f"{entry!r}: {name!r} is not an IPv6 address") from None
+    port_text = match["port"]
+    port = None if port_text is None else 0 if port_text == "*" else int(port_text)
+    if port is not None and port > 65535:
+        raise ValueError(f"{entry!r}: port {port} is over 65535")
+    path = match["path"] or ""
+    if path and _has_dot_segment(path):
+        raise ValueError(f"{entry!r}: the path prefix has . or .. segments")
+    return AllowedHost(name, address, port, "" if path == "/" else path)
+
+
+def _has_dot_segment(path: str) -> bool:
+    """A `.` or `..` segment, plain or percent-encoded (`%2e%2e`, `..%2f`, backslashes): servers may resolve them."""
+    decoded = unquote(path.split("?", 1)[0]).replace("\\", "/")
+    return any(segment in (".", "..") for segment in decoded.split("/"))
 
 
 def _host(url: str) -> tuple[str, str, int, IPAddress | None, str]:
@@ -102,31 +190,16 @@ def _host(url: str) -> tuple[str, str, int, IPAddress | None, str]:
         raise DecodeError(_REFUSED, "scoped IPv6 addresses are not allowed")
     if any(ord(c) < 33 or ord(c) > 126 for c in url):
         raise DecodeError(_REFUSED, "the URL has spaces or control characters")
+    if _has_dot_segment(parts.path):
+        raise DecodeError(_REFUSED, "the URL path has . or .. segments (plain or percent-encoded)")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return scheme, host, port or (443 if scheme == "https" else 80), address, path
-
-
-def _is_allowed_host(host: str, address: IPAddress | None, allow_hosts: tuple[str, ...]) -> bool:
-    for allowed in allow_hosts:
-        entry = allowed.lower()
-        if address is not None:
-            try:
-                if ipaddress.ip_address(entry) == address:
-                    return True
-            except ValueError:
-                continue
-        elif entry.startswith("*."):
-            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
-                return True
-        elif entry == host.rstrip("."):
-            return True
-    return False
 
 
 def _resolve(host: str, port: int, address: IPAddress | None, policy: UrlPolicy) -> tuple[IPAddress, int]:
     """Resolve once and check every address; return the one to connect to (the pin)."""
     if address is not None:
-        candidates = [address]
+        candidates = [_unmapped(address)]
     else:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -135,7 +208,7 @@ def _resolve(host: str, port: int, address: IPAddress | None, policy: UrlPolicy)
         candidates = []
         for info in infos:
             try:
-                candidates.append(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+                candidates.append(_unmapped(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])))
             except ValueError:
                 continue
         if not candidates:
@@ -148,51 +221,118 @@ def _resolve(host: str, port: int, address: IPAddress | None, policy: UrlPolicy)
     return candidates[0], port
 
 
+class _DeadlinePassed(TimeoutError):
+    """The whole fetch took longer than `timeout_s`."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The raw stream under http.client's buffered reader: every socket read waits only for the time left."""
+
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        super().__init__()
+        self._sock = sock
+        sock.readers += 1
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sock.readers -= 1
+            self._sock.close_if_unused()
+        super().close()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self._sock.arm()
+        return self._sock.sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """A connected socket whose every read and write is bounded by one deadline for the whole fetch, so that a
+    server dripping its status line, headers, `100 Continue`s or chunk sizes a byte at a time is cut off at
+    `timeout_s` (a socket timeout alone is per read: a byte per read resets it). http.client uses only
+    `makefile`, `sendall`, `settimeout` and `close` of the socket it is given; like a socket, it closes only once
+    the readers made by `makefile` are closed too (http.client closes the connection before reading the body)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.readers = 0
+        self._closing = False
+
+    def arm(self) -> None:
+        """Let the next socket operation wait only for the time left; raise once it is gone."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlinePassed("the deadline passed")
+        self.sock.settimeout(remaining)
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> io.BufferedReader:
+        """A buffered binary reader over deadline-bounded reads (http.client asks for "rb" only)."""
+        if mode != "rb":
+            raise ValueError(f"mode {mode!r} is not supported")
+        return io.BufferedReader(_DeadlineReader(self), buffer_size=8192 if buffering < 0 else max(buffering, 1))
+
+    def sendall(self, data: bytes) -> None:
+        """Send within the deadline."""
+        self.arm()
+        self.sock.sendall(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Ignored: the deadline decides (http.client may call it)."""
+
+    def close(self) -> None:
+        """Close the socket once no reader uses it."""
+        self._closing = True
+        self.close_if_unused()
+
+    def close_if_unused(self) -> None:
+        """Close the socket if `close` was called and every reader is closed."""
+        if self._closing and self.readers <= 0:
+            self.sock.close()
+
+
 def _connect(scheme: str, host: str, pin: tuple[IPAddress, int], context: Callable[[], ssl.SSLContext],
-             timeout_s: float) -> http.client.HTTPConnection:
-    """Open a connection to the pinned address; TLS verifies the certificate against `host`."""
+             deadline: float, policy: UrlPolicy) -> http.client.HTTPConnection:
+    """Open a connection to the pinned address within the deadline; TLS verifies the certificate against `host`."""
     address, port = pin
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DecodeError(_FAILED, f"the fetch took longer than {policy.timeout_s}s")
     try:
-        sock = socket.create_connection((str(address), port), timeout=timeout_s)
+        sock = socket.create_connection((str(address), port), timeout=remaining)
     except OSError as exc:
         raise DecodeError(_FAILED, f"cannot connect to {host}:{port}: {exc}"[:300]) from None
     try:
         if scheme == "https":
-            tls = context()
-            sock = tls.wrap_socket(sock, server_hostname=host)
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout_s, context=tls)
+            # the handshake has one deadline of its own (the socket timeout, for the whole handshake): the time left
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock = context().wrap_socket(sock, server_hostname=host)
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, context=context())
         else:
-            connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+            connection = http.client.HTTPConnection(host, port)
     except (OSError, ssl.SSLError) as exc:
         sock.close()
         raise DecodeError(_FAILED, f"TLS with {host}:{port} failed: {exc}"[:300]) from None
-    connection.sock = sock  # already connected to the pinned address: http.client will not resolve again
+    # already connected to the pinned address: http.client will not resolve again
+    connection.sock = _DeadlineSocket(sock, deadline)
     return connection
 
 
-def _time_left(connection: http.client.HTTPConnection, policy: UrlPolicy, deadline: float) -> None:
-    """Let the next socket read wait only for the time left of the whole fetch."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise DecodeError(_FAILED, f"the fetch took longer than {policy.timeout_s}s")
-    if connection.sock is not None:
-        connection.sock.settimeout(remaining)
-
-
-def _read_body(connection: http.client.HTTPConnection, response: http.client.HTTPResponse, policy: UrlPolicy,
-               deadline: float) -> bytes:
+def _read_body(response: http.client.HTTPResponse, policy: UrlPolicy) -> bytes:
     declared = response.getheader("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
+    expected = int(declared) if declared is not None and declared.isdigit() and not response.chunked else None
+    if expected is not None and expected > policy.max_bytes:
         raise DecodeError(DeadLetterReason.IMAGE_REJECTED,
                           f"Content-Length {declared} is over the limit of {policy.max_bytes}")
     chunks: list[bytes] = []
     total = 0
     while True:
-        _time_left(connection, policy, deadline)
-        # read1: at most one socket read, so a server dripping bytes cannot stretch one call past the deadline
+        # read1: at most one socket read per call; each read is bounded by the deadline of the whole fetch
         chunk = response.read1(min(_CHUNK, policy.max_bytes + 1 - total))
         if not chunk:
+            if expected is not None and total < expected:
+                raise DecodeError(_FAILED, f"the body ended after {total} of its {expected} bytes (Content-Length)")
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
@@ -225,17 +365,14 @@ def _fetch(url: str, policy: UrlPolicy, context: Callable[[], ssl.SSLContext]) -
     deadline = time.monotonic() + policy.timeout_s
     for _ in range(policy.max_redirects + 1):
         scheme, host, port, address, path = _host(url)
-        if not _is_allowed_host(host, address, policy.allow_hosts):
+        if not any(entry.allows(scheme, host, port, address, path) for entry in policy.allowed):
             raise DecodeError(_REFUSED, f"host {host[:100]!r} is not in allow_hosts")
         pin = _resolve(host, port, address, policy)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DecodeError(_FAILED, f"the fetch took longer than {policy.timeout_s}s")
-        connection = _connect(scheme, host, pin, context, remaining)
+        connection = _connect(scheme, host, pin, context, deadline, policy)
+        response: http.client.HTTPResponse | None = None
         try:
             connection.request("GET", path, headers={
                 "User-Agent": f"mqtt-vision-bridge/{__version__}", "Accept": "image/*", "Connection": "close"})
-            _time_left(connection, policy, deadline)
             response = connection.getresponse()
             if response.status in _REDIRECTS:
                 location = response.getheader("Location")
@@ -245,9 +382,13 @@ def _fetch(url: str, policy: UrlPolicy, context: Callable[[], ssl.SSLContext]) -
                 continue
             if response.status != 200:
                 raise DecodeError(_FAILED, f"HTTP {response.status} from {host}")
-            return FetchedImage(_read_body(connection, response, policy, deadline), url)
+            return FetchedImage(_read_body(response, policy), url)
+        except TimeoutError:
+            raise DecodeError(_FAILED, f"fetching from {host} took longer than {policy.timeout_s}s") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise DecodeError(_FAILED, f"fetching from {host} failed: {type(exc).__name__}: {exc}"[:300]) from None
         finally:
+            if response is not None:
+                response.close()  # its reader holds the socket open
             connection.close()
     raise DecodeError(_FAILED, f"more than {policy.max_redirects} redirects")

@@ -35,6 +35,9 @@ _PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 
 
 def _url_value(value: str) -> str:
+    """A template value, percent-encoded whole: `/` too, and a `.` or `..` value (a dot segment: it would climb)."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 
@@ -71,10 +74,14 @@ class ReferencePlan:
             if options.url.template is not None:
                 self.template = ValueTemplate(options.url.template, names, f"{where}.url.template",
                                               escape=_url_value)
-            self.fetcher = UrlFetcher(UrlPolicy(
-                allow_hosts=tuple(options.url.allow_hosts), allow_networks=tuple(options.url.allow_private_networks),
-                timeout_s=options.url.timeout_s, max_bytes=options.max_bytes,
-                max_redirects=options.url.max_redirects, ca_file=options.url.ca_file))
+            try:
+                policy = UrlPolicy(
+                    allow_hosts=tuple(options.url.allow_hosts),
+                    allow_networks=tuple(options.url.allow_private_networks), timeout_s=options.url.timeout_s,
+                    max_bytes=options.max_bytes, max_redirects=options.url.max_redirects, ca_file=options.url.ca_file)
+            except ValueError as exc:
+                raise ConfigError([(f"{where}.url.allow_hosts", str(exc))]) from None
+            self.fetcher = UrlFetcher(policy)
         elif options.file is not None:
             self.kind = ReferenceKind.FILE
             self.field = options.file.field
@@ -184,7 +191,7 @@ class ReplayResolver:
         except RouteNotFound:
             return None
         plan = self._plans.get(route.index)
-        if plan is None or plan.kind == "companion":
+        if plan is None or plan.kind == ReferenceKind.COMPANION:
             return None
         return plan.resolve(payload, topic, captures)
 

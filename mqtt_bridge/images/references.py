@@ -4,8 +4,14 @@ Owns: for the routes whose `routes[].image` names a `url`, a `file` or a `compan
 `images.reference_plans`), getting the image *before* the message is buffered (issue 4: the bytes are buffered with
 their event, so a URL or file that changes later does not matter), without holding up other messages:
 
-- `url` and `file` messages go to a small pool of fetch workers (`FETCH_WORKERS` threads, at most
-  `_FETCH_QUEUE` waiting; past that the MQTT thread waits, which is backpressure on the socket);
+- `url` and `file` messages go to a small pool of fetch workers (`FETCH_WORKERS` threads) through one waiting
+  list per route, taken round-robin, with at most `_ROUTE_WORKERS` fetches of one route at a time: a route whose
+  image server is slow (every fetch runs to its deadline) backs off alone and cannot take every worker. The MQTT
+  thread never waits here: a route with `_ROUTE_QUEUE` fetches already waiting is backed off, its next messages
+  go on at once with an `image_fetch_failed` attachment (dead-lettered, replayable with `dlq replay`), so the
+  other routes, the keepalive and the acks go on (issue 16: a blocked network thread lost the connection, and
+  every redelivery became a second dead letter). Un-acked messages waiting here are bounded per route, well under
+  the Receive Maximum, so one slow route cannot use up the broker's flow-control window either;
 - `companion` image messages (matched on their own topic before any route) and the route's detections are joined
   by `companion.CompanionJoin` (see its docstring for why detections wait un-acked rather than in the buffer);
   the subscription to the image topics is derived from the config here.
@@ -21,15 +27,15 @@ route has one). No exception escapes `offer` (a paho callback) or the thread bod
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import orjson
 
 from mqtt_bridge.config.routes import RouteConfig
-from mqtt_bridge.errors import DecodeError, RouteNotFound
+from mqtt_bridge.errors import DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import JoinOutcome
 from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, has_reference
 from mqtt_bridge.model.attachment import Attachment, ReferenceKind
@@ -43,7 +49,9 @@ __all__ = ["FETCH_WORKERS", "ImageReferences"]
 log = logging.getLogger(__name__)
 
 FETCH_WORKERS = 4
-_FETCH_QUEUE = 16
+_ROUTE_QUEUE = 64  # fetches of one route waiting (un-acked) before its next messages are backed off
+_ROUTE_WORKERS = max(1, FETCH_WORKERS // 2)  # fetches of one route at a time: the others keep a worker
+_Job = tuple[ReferencePlan, Inbound, str, dict[str, str]]
 _TICK_S = 0.05
 _MISSING_LOG_EVERY_S = 60.0
 
@@ -64,12 +72,14 @@ class ImageReferences:
         self._stop = stop
         self._max_payload_bytes = max_payload_bytes
         self._plans = build_plans(router, stats)
-        self._companions = [plan for plan in self._plans.values() if plan.kind == "companion"]
-        self.has_fetches = any(plan.kind != "companion" for plan in self._plans.values())
+        self._companions = [plan for plan in self._plans.values() if plan.kind == ReferenceKind.COMPANION]
+        self.has_fetches = any(plan.kind != ReferenceKind.COMPANION for plan in self._plans.values())
         self._lock = threading.Lock()
         self._not_image_topics: set[str] = set()  # paho thread only
-        self._jobs: queue.Queue[tuple[ReferencePlan, Inbound, str, dict[str, str]]] = queue.Queue(
-            maxsize=_FETCH_QUEUE)
+        self._jobs = threading.Condition()  # guards the three below
+        self._waiting: dict[int, deque[_Job]] = {}  # route index -> its fetches waiting, oldest first
+        self._busy: dict[int, int] = {}  # route index -> its fetches running
+        self._turn = 0  # round-robin position over the routes
 
     @staticmethod
     def is_needed(routes: list[RouteConfig]) -> bool:
@@ -85,7 +95,8 @@ class ImageReferences:
         """Messages held un-acked here: companion detections and images, and url/file messages being fetched."""
         with self._lock:
             parked = sum(plan.join.parked for plan in self._companions if plan.join is not None)
-        return parked + self._jobs.qsize()
+        with self._jobs:
+            return parked + sum(len(w) for w in self._waiting.values()) + sum(self._busy.values())
 
     # --- the MQTT thread ------------------------------------------------------------------------------------------
 
@@ -127,13 +138,8 @@ class ImageReferences:
         if plan is None:
             return False
         if plan.kind != ReferenceKind.COMPANION:
-            while not self._stop.is_set():
-                try:
-                    self._jobs.put((plan, message, topic, captures), timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return True  # stopping: not acked, the broker redelivers it
+            self._queue_fetch(plan, message, topic, captures)
+            return True
         document: JsonValue = None
         if plan.key_reads_payload:
             try:
@@ -148,6 +154,45 @@ class ImageReferences:
             return True
         self._settle(plan, message, key, is_image=False)
         return True
+
+    def _queue_fetch(self, plan: ReferencePlan, message: Inbound, topic: str, captures: dict[str, str]) -> None:
+        """Queue the fetch on its route's waiting list; never waits. A full list backs the route off."""
+        with self._jobs:
+            waiting = self._waiting.setdefault(plan.route.index, deque())
+            backed_off = len(waiting) >= _ROUTE_QUEUE
+            if not backed_off:
+                waiting.append((plan, message, topic, captures))
+                self._jobs.notify()
+        if backed_off:
+            self._stats.add("image_fetches_backed_off", label=plan.label)
+            reason = (DeadLetterReason.IMAGE_FETCH_FAILED if plan.kind == ReferenceKind.URL
+                      else DeadLetterReason.IMAGE_READ_FAILED)
+            self._forward(message.with_image(Attachment(plan.kind, problem=(
+                reason, f"backed off: {_ROUTE_QUEUE} fetches of route {plan.label} already waiting "
+                        "(a slow image server); replay it with `mqtt-bridge dlq replay`"))))
+
+    def _next_job(self, timeout_s: float) -> _Job | None:
+        """The oldest waiting fetch of the next route (round-robin) that has fewer than `_ROUTE_WORKERS` running."""
+        with self._jobs:
+            ends = time.monotonic() + timeout_s
+            while True:
+                routes = [index for index, waiting in self._waiting.items()
+                          if waiting and self._busy.get(index, 0) < _ROUTE_WORKERS]
+                if routes:
+                    routes.sort()
+                    index = next((i for i in routes if i >= self._turn), routes[0])
+                    self._turn = index + 1
+                    self._busy[index] = self._busy.get(index, 0) + 1
+                    return self._waiting[index].popleft()
+                remaining = ends - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._jobs.wait(remaining)
+
+    def _job_done(self, plan: ReferencePlan) -> None:
+        with self._jobs:
+            self._busy[plan.route.index] -= 1
+            self._jobs.notify()
 
     def _image_topic(self, topic: str) -> tuple[ReferencePlan, dict[str, str]] | None:
         """The companion route whose image topic `topic` is, with its levels (cached for the other topics, which
@@ -217,11 +262,18 @@ class ImageReferences:
         """Fetch or read queued url/file references and pass the messages on, until stopped. Thread body."""
         while not self._stop.is_set():
             try:
-                plan, message, topic, captures = self._jobs.get(timeout=0.2)
-            except queue.Empty:
+                job = self._next_job(0.2)
+            except Exception:  # a thread loop: log, count, go on
+                log.exception("image fetch worker error")
+                self._stats.add("intake_errors")
                 continue
+            if job is None:
+                continue
+            plan, message, topic, captures = job
             try:
                 self._forward(message.with_image(plan.resolve(message.payload, topic, captures)))
             except Exception:  # a thread loop: the message stays un-acked and comes back after a restart
                 log.exception("image fetch worker error route=%s", plan.label)
                 self._stats.add("intake_errors")
+            finally:
+                self._job_done(plan)

@@ -2,8 +2,9 @@
 
 Owns: the formats (`logging.format: text` is `time LEVEL logger: event key=value ...`; `json` is one object per
 line with `time`, `level`, `logger`, `thread`, `event`, `message` and the message's `key=value` pairs as
-`fields`), and a last line of defence that replaces the configured secrets (API key, MQTT password, health token)
-and `Bearer …`, `api_key=…`, `password=…` patterns by `**********` in every record, whatever logged it. Levels:
+`fields`), and a last line of defence that passes every formatted record, whatever logged it, through the one
+redaction step of `observe.redact` (the configured secrets and `Bearer …`, `api_key=…`, `password=…` patterns
+become `**********`). Levels:
 INFO for the lifecycle, WARNING for retries and reconnects, ERROR for dead letters and dead threads.
 """
 
@@ -16,43 +17,27 @@ import sys
 import time
 from collections.abc import Iterable
 
+from mqtt_bridge.observe.redact import MASK, Redactor, add_secrets, redact
+
 __all__ = ["MASK", "JsonFormatter", "RedactingFormatter", "Redactor", "configure_logging"]
 
-MASK = "**********"
-_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"),
-    re.compile(r"(?i)((?:api_key|apikey|token|password|passwd)[\"']?\s*[=:]\s*[\"']?)[^\s'\",&;}]+"),
-)
 _FIELD = re.compile(r"(\w+)=('[^']*'|\"[^\"]*\"|[^\s;,]+)")
 _NOISY = ("amqtt", "transitions", "urllib3")
 
 
-class Redactor:
-    """Masks the known secrets and secret-looking patterns in a text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        """`text` with every known secret and secret-looking pattern masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + MASK, text)
-        return text
-
-
 class RedactingFormatter(logging.Formatter):
-    """Formats with `inner`, then masks secrets in the whole line (message and traceback). Records are not
-    changed, so other handlers (a test's capture, say) see them as they were logged."""
+    """Formats with `inner`, then masks secrets in the whole line (message and traceback) with `redactor`, by
+    default the process-wide redaction step. Records are not changed, so other handlers (a test's capture, say)
+    see them as they were logged."""
 
-    def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
+    def __init__(self, inner: logging.Formatter, redactor: Redactor | None = None) -> None:
         super().__init__()
         self._inner = inner
         self._redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return self._redactor.redact(self._inner.format(record))
+        line = self._inner.format(record)
+        return self._redactor.redact(line) if self._redactor is not None else redact(line)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -96,7 +81,8 @@ def configure_logging(level: str, fmt: str = "text", secrets: Iterable[str] = ()
         formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
                                       "%Y-%m-%dT%H:%M:%S")
         formatter.converter = time.gmtime
-    handler.setFormatter(RedactingFormatter(formatter, Redactor(secrets)))
+    add_secrets(secrets)
+    handler.setFormatter(RedactingFormatter(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -47,6 +47,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "buffer_commit_errors": ("", "Failed buffer commits (retried; nothing was acked)."),
     "image_references_resolved": ("route", "Images fetched from a URL or read from a file before buffering, by "
                                            "route."),
+    "image_fetches_backed_off": ("route", "URL/file image messages not fetched because their route already had "
+                                          "its limit of fetches waiting (a slow image server): dead-lettered, by "
+                                          "route."),
     "companion_images_paired": ("route", "Detections buffered with their companion-topic image, by route."),
     "companion_images_missing": ("route", "Detections buffered without their companion-topic image (none came "
                                           "within the window), by route."),

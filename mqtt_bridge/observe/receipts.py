@@ -28,6 +28,7 @@ from mqtt_bridge.model.receipt import Receipt
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonValue, format_timestamp
 from mqtt_bridge.observe.hooks import Outcome, OutcomeHook
+from mqtt_bridge.observe.redact import redact
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import CompiledRoute, Router
 from mqtt_bridge.routing.templates import ValueTemplate
@@ -123,6 +124,7 @@ class Receipts(OutcomeHook):
                            f"{letter.reason}: {letter.detail}"))
 
     def _put(self, item: tuple[str, str, str, str, bytes, str]) -> None:
+        item = (*item[:5], redact(item[5]))  # the reason text: the one redaction step (a second line)
         try:
             self._queue.put_nowait(item)
         except queue.Full:

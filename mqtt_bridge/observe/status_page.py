@@ -16,6 +16,7 @@ from typing import Protocol
 
 from mqtt_bridge import __version__
 from mqtt_bridge.model.values import JsonDict, JsonValue
+from mqtt_bridge.observe.redact import redact
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.trace import MessageTrace
 
@@ -127,7 +128,7 @@ class StatusReport:
             "state": {"alive": state.is_alive, "ready": state.is_ready, "mqttConnected": state.mqtt_connected,
                       "mqttSubscribed": state.mqtt_subscribed, "apiReady": state.api_ready,
                       "bufferWritable": state.buffer_writable, "backpressured": state.backpressured,
-                      "lastError": state.last_error[:500]},
+                      "lastError": redact(state.last_error[:500])},
             "buffer": {"depth": state.buffer_depth, "bytes": buffer.bytes,
                        "oldestAgeS": round(buffer.oldest_age_s, 3), "deadLetters": state.dead_letters},
             "totals": {"received": sum(received.values()), "buffered": counters.get(("events_buffered", ""), 0),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.hooks import Outcome, OutcomeHook
+from mqtt_bridge.observe.redact import redact
 
 __all__ = ["STAGES", "MessageTrace", "TraceEntry"]
 
@@ -118,6 +119,7 @@ class MessageTrace(OutcomeHook):
 
     def _dead_locked(self, event_id: str, topic: str, route: str, reason: str, detail: str, received_at_s: float,
                      now: float) -> None:
+        detail = redact(detail[:_DETAIL_CHARS])  # the one redaction step (the API client already applied it)
         self._recent_dead.appendleft({"at": now, "eventId": event_id, "topic": topic[:300], "route": route,
                                       "reason": reason, "detail": detail[:_DETAIL_CHARS]})
         if not self.capacity:

@@ -23,6 +23,7 @@ from mqtt_bridge.images.checks import content_hash, file_extension, sniff_image_
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.hooks import OutcomeHook
+from mqtt_bridge.observe.redact import redact
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.storage.buffer import DiskBuffer
 
@@ -150,7 +151,7 @@ class Flusher:
                 return
             if isinstance(error, AuthApiError):
                 self.is_api_ready = False
-                self.last_error = f"{error} {error.body[:200]}"
+                self.last_error = redact(f"{error} {error.body[:200]}")
                 self._stats.add("api_retries", label=str(error.status))
                 delay = self._backoff.next_delay_s()
                 log.warning("api refused the key status=%s; keeping %d events, retry_in_s=%.1f",
@@ -158,7 +159,7 @@ class Flusher:
                 if self._on_auth_error is not None:
                     self._on_auth_error()
             else:
-                self.last_error = str(error)
+                self.last_error = redact(str(error))
                 self._stats.add("api_retries", label=str(error.status or "network"))
                 delay = self._backoff.next_delay_s(error.retry_after_s)
                 log.warning("api retryable failure error=%r retry_after_s=%s retry_in_s=%.1f batch=%d",
@@ -260,9 +261,9 @@ class _Progress:
     def dead_letter(self, index: int, reason: DeadLetterReason, exc: ApiError) -> None:
         record = self.records[index]
         self.dead[index] = DeadLetter(
-            reason=reason, detail=str(exc), topic=record.topic, route=record.route, payload=record.to_bytes(),
+            reason=reason, detail=redact(str(exc)), topic=record.topic, route=record.route, payload=record.to_bytes(),
             received_at_s=record.received_at_s, dead_at_s=time.time(), event_id=record.event_id,
-            api_status=exc.status, api_body=exc.body)
+            api_status=exc.status, api_body=redact(exc.body))  # the client redacted it: a second line
         self.done[index] = True
 
     def prefix(self) -> int:

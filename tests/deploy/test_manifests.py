@@ -112,7 +112,13 @@ def test_kubernetes_statefulset_matches_the_image_and_the_config_schema() -> Non
     sts = docs["StatefulSet"]["spec"]
     pod = sts["template"]["spec"]
     [container] = pod["containers"]
-    config = _validate(docs["ConfigMap"]["data"]["config.yaml"], env={"POD_NAME": "mqtt-vision-bridge-0"})
+    config = _validate(docs["ConfigMap"]["data"]["config.yaml"],
+                       env={"POD_NAME": "mqtt-vision-bridge-0", "HEALTH_TOKEN": "from-the-secret"})
+    # the health port is on the pod IP: its token comes from the Secret, not the ConfigMap (issue 16 item 4)
+    assert config.health.token is not None and config.health.token.get_secret_value() == "from-the-secret"
+    env = {item["name"]: item.get("valueFrom", {}) for item in container["env"]}
+    assert env["HEALTH_TOKEN"]["secretKeyRef"]["name"] == docs["Secret"]["metadata"]["name"]
+    assert env["HEALTH_TOKEN"]["secretKeyRef"]["key"] in docs["Secret"]["stringData"]
     assert config.mqtt.client_id == "mqtt-vision-bridge-0" and config.mqtt.shared_group
     assert config.mqtt.protocol == "5"
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}

@@ -113,7 +113,7 @@ def _routes(image_root: Path) -> list[dict[str, Any]]:
     return [
         COMPANION_ROUTE,
         {"name": "url", "topic": "t/url/{camera}", "format": "roboflow", "use_case": "uc-a",
-         "image": {"url": {"field": "snapshot_url", "allow_hosts": ["127.0.0.1"],
+         "image": {"url": {"field": "snapshot_url", "allow_hosts": ["127.0.0.1:*"],
                            "allow_private_networks": ["127.0.0.1/32"], "timeout_s": 2}}},
         {"name": "file", "topic": "t/file/{camera}", "format": "roboflow", "use_case": "uc-a",
          "image": {"file": {"field": "path", "roots": [str(image_root)]}}},

@@ -63,9 +63,12 @@ def test_health_token_guards_metrics_and_status_but_not_probes(mosquitto: Mosqui
         assert "error" in http.get(f"{base}/healthz", headers=bearer, timeout=5).json()
         first = http.get(f"{base}/status", timeout=5)
         assert first.status_code == 401 and 'name="token"' in first.text
-        login = http.get(f"{base}/status?token=tok-3f9a", allow_redirects=False, timeout=5)
+        assert 'method="post"' in first.text  # the token goes in the form body, never in a URL
+        assert http.get(f"{base}/status?token=tok-3f9a", timeout=5).status_code == 401  # a URL token: no login
+        login = http.post(f"{base}/status", data={"token": "tok-3f9a"}, allow_redirects=False, timeout=5)
         assert login.status_code == 303 and login.headers["Location"] == "/status"
-        assert f"{COOKIE}=tok-3f9a" in login.headers["Set-Cookie"] and "HttpOnly" in login.headers["Set-Cookie"]
+        assert f"{COOKIE}=" in login.headers["Set-Cookie"] and "HttpOnly" in login.headers["Set-Cookie"]
+        assert "tok-3f9a" not in login.headers["Set-Cookie"]  # a signed session value, not the token
         page = http.get(f"{base}/status", timeout=5)  # the session now carries the cookie
         assert page.status_code == 200 and "mqtt-vision-bridge" in page.text
         assert http.get(f"{base}/status.json", timeout=5).json()["state"]["alive"] is True

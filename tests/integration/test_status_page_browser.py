@@ -84,7 +84,12 @@ def test_status_page_shows_live_numbers_dead_letters_and_finds_a_message(
         wait_until(lambda: len(events_by_seq(emulator.events())) == 20, timeout_s=20, message="delivered")
         wait_until(lambda: service.buffer.dead_letter_count == 2, timeout_s=10, message="dead letters")
 
-        browser.get(f"{base}/status?token=page-tok")  # sets the login cookie, redirects to /status
+        browser.get(f"{base}/status")  # the login form: POSTs the token, sets the session cookie, redirects
+        field = browser.find_element("name", "token")
+        field.send_keys("page-tok")
+        field.submit()
+        wait_until(lambda: browser.current_url == f"{base}/status" and "login" not in browser.title.lower()
+                   and browser.find_elements("id", "delivered"), timeout_s=10, message="logged in")
         assert browser.current_url == f"{base}/status"
         wait_until(lambda: _text(browser, "delivered") == "20", timeout_s=10, message="delivered count shown")
         assert _text(browser, "overall") == "ready"

@@ -56,6 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"x")
                 self.wfile.flush()
                 time.sleep(0.05)
+        elif path == "/short":  # says 1000 bytes, sends 600 and closes: a truncated JPEG
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(PICTURE[:600] if len(PICTURE) > 600 else PICTURE)
+            self.close_connection = True
         elif path == "/slow":
             time.sleep(1.5)
             self._send(200, PICTURE, {})
@@ -136,7 +142,7 @@ def network(monkeypatch: pytest.MonkeyPatch, server: _Server) -> _Network:
     return net
 
 
-def _fetcher(hosts: tuple[str, ...] = ("127.0.0.1",), networks: tuple[Any, ...] = LOOPBACK,
+def _fetcher(hosts: tuple[str, ...] = ("127.0.0.1:*",), networks: tuple[Any, ...] = LOOPBACK,
              **policy: Any) -> UrlFetcher:
     return UrlFetcher(UrlPolicy(allow_hosts=hosts, allow_networks=networks, timeout_s=policy.pop("timeout_s", 3.0),
                                 **policy))
@@ -225,7 +231,7 @@ def test_fetch_allowed_name_resolving_inside_is_refused(network: _Network) -> No
 def test_fetch_connects_to_the_resolved_address_not_the_name(network: _Network) -> None:
     """The address checked is the address connected to (pinned); a public one is attempted, here refused."""
     network.answers["cam1.example"] = ["93.184.216.34"]
-    error = _refused(_fetcher(hosts=("*.example",), networks=()), "http://cam1.example:8080/x.jpg")
+    error = _refused(_fetcher(hosts=("*.example:8080",), networks=()), "http://cam1.example:8080/x.jpg")
     assert error.reason == "image_fetch_failed"
     assert network.lookups == ["cam1.example"]
     assert network.connects == [("93.184.216.34", 8080)]
@@ -281,10 +287,11 @@ def test_fetch_https_verifies_the_certificate_against_the_host_name(server: _Ser
 @pytest.mark.parametrize(("address", "forbidden"), [
     ("8.8.8.8", False), ("2001:4860:4860::8888", False), ("127.0.0.1", True), ("10.1.1.1", True),
     ("172.16.0.1", True), ("100.100.100.200", True), ("169.254.169.254", True), ("fe80::1", True),
-    ("fc00::1", True), ("ff02::1", True), ("240.0.0.1", True), ("::", True), ("::ffff:8.8.8.8", True),
+    ("fc00::1", True), ("ff02::1", True), ("240.0.0.1", True), ("::", True), ("::ffff:8.8.8.8", False),
+    ("::ffff:127.0.0.1", True), ("::ffff:10.0.0.1", True),
     ("2002:7f00:1::", True), ("64:ff9b::7f00:1", True), ("255.255.255.255", True)])
 def test_fetch_forbidden_address_table(address: str, forbidden: bool) -> None:
-    """Only public unicast addresses are allowed by default; mapped IPv4 is refused even when public."""
+    """Only public unicast addresses are allowed by default; a mapped IPv4 address is judged as that address."""
     assert is_forbidden_address(ipaddress.ip_address(address)) is forbidden
 
 
@@ -294,3 +301,132 @@ def test_fetch_allowed_network_opens_only_that_network() -> None:
     assert not is_forbidden_address(ipaddress.ip_address("10.20.3.4"), allowed)
     assert is_forbidden_address(ipaddress.ip_address("10.21.0.1"), allowed)
     assert is_forbidden_address(ipaddress.ip_address("127.0.0.1"), allowed)
+
+
+def test_fetch_mapped_ipv6_is_judged_as_the_ipv4_address_it_maps() -> None:
+    """An IPv6 range that covers the mapped range (::/0, ::ffff:0:0/96) does not let ::ffff:127.0.0.1 through;
+    only an IPv4 network that holds the mapped address does."""
+    mapped = ipaddress.ip_address("::ffff:127.0.0.1")
+    assert is_forbidden_address(mapped, (ipaddress.ip_network("::/0"),))
+    assert is_forbidden_address(mapped, (ipaddress.ip_network("::ffff:0:0/96"),))
+    assert not is_forbidden_address(mapped, (ipaddress.ip_network("127.0.0.0/8"),))
+    assert is_forbidden_address(ipaddress.ip_address("::ffff:10.0.0.1"), (ipaddress.ip_network("::/0"),))
+
+
+def test_fetch_mapped_ipv6_url_under_an_ipv6_allowance_is_refused(network: _Network) -> None:
+    """The URL form: [::ffff:127.0.0.1] with all of IPv6 allowed is refused before any connection."""
+    fetcher = _fetcher(hosts=("::ffff:127.0.0.1",), networks=(ipaddress.ip_network("::/0"),))
+    assert _refused(fetcher, "http://[::ffff:127.0.0.1]/x.jpg").reason == "image_url_refused"
+    assert network.connects == []
+
+
+def test_fetch_allow_hosts_entry_without_a_port_allows_only_the_default_port(network: _Network) -> None:
+    """`cam1.plant.example` allows port 80 (http) and 443 (https), not 8080 or 22; `host:8080` allows that port."""
+    network.answers["cam1.plant.example"] = ["10.1.2.3"]
+    fetcher = _fetcher(hosts=("cam1.plant.example",), networks=())
+    for url in ("http://cam1.plant.example:8080/x.jpg", "http://cam1.plant.example:22/",
+                "https://cam1.plant.example:80/x.jpg", "http://cam1.plant.example:443/x.jpg"):
+        error = _refused(fetcher, url)
+        assert error.reason == "image_url_refused" and "allow_hosts" in error.detail, url
+    assert network.lookups == [] and network.connects == []
+    # with the port listed, the host is looked up (and here refused for its private address: no connection)
+    assert _refused(_fetcher(hosts=("cam1.plant.example:8080",), networks=()),
+                    "http://cam1.plant.example:8080/x.jpg").reason == "image_url_refused"
+    assert network.lookups == ["cam1.plant.example"]
+
+
+def test_fetch_allow_hosts_path_prefix_and_port(server: _Server, network: _Network) -> None:
+    """`127.0.0.1:<port>/img` allows /img and /img.../ below it only, on that port only."""
+    port = server.server_address[1]
+    fetcher = _fetcher(hosts=(f"127.0.0.1:{port}/img.jpg",))
+    assert fetcher.fetch(f"http://127.0.0.1:{port}/img.jpg").data == PICTURE
+    for url in (f"http://127.0.0.1:{port}/big", f"http://127.0.0.1:{port}/img.jpgx",
+                f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/img.jpg"):
+        assert _refused(fetcher, url).reason == "image_url_refused", url
+    assert server.paths == ["/img.jpg"]
+
+
+@pytest.mark.parametrize("path", ["/img/../big", "/img/./x.jpg", "/img/%2e%2e/big", "/img/%2E%2E%2Fbig",
+                                  "/img/..%2fbig", "/img/..%5cbig"])
+def test_fetch_dot_segments_are_refused(path: str, server: _Server, network: _Network) -> None:
+    """A path with . or .. segments, plain or percent-encoded, is refused: the server might climb out of a prefix."""
+    port = server.server_address[1]
+    assert _refused(_fetcher(hosts=(f"127.0.0.1:{port}/img/",)),
+                    f"http://127.0.0.1:{port}{path}").reason == "image_url_refused"
+    assert network.connects == []
+
+
+def test_fetch_body_shorter_than_its_content_length_is_refused(server: _Server, network: _Network) -> None:
+    """A body that ends before its Content-Length (a truncated JPEG) is a failed fetch, not an image."""
+    error = _refused(_fetcher(), f"http://127.0.0.1:{server.server_address[1]}/short")
+    assert error.reason == "image_fetch_failed" and "Content-Length" in error.detail
+
+
+# --- slow servers: one deadline for the whole fetch ---------------------------------------------------------------
+
+class _DripServer:
+    """A raw TCP server that reads a request, then sends `head` at once and `drip` one byte every `every_s`
+    (repeating `drip` forever), for at most `give_up_s` (so that a fetch without a deadline ends, and fails the
+    test on its duration rather than hanging it)."""
+
+    def __init__(self, head: bytes, drip: bytes, every_s: float = 0.05, give_up_s: float = 6.0) -> None:
+        self.head, self.drip, self.every_s, self.give_up_s = head, drip, every_s, give_up_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, name="drip-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="drip-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(2)
+                conn.recv(65536)
+                conn.sendall(self.head)
+                ends = time.monotonic() + self.give_up_s
+                index = 0
+                while time.monotonic() < ends and not self.stopped.is_set():
+                    conn.sendall(self.drip[index % len(self.drip):index % len(self.drip) + 1])
+                    index += 1
+                    time.sleep(self.every_s)
+            except OSError:
+                return  # the client gave up: what we want
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+SLOW_SERVERS = {
+    "status_line": (b"", b"HTTP/1.1 200 OK"),  # never finishes the status line
+    "headers": (b"HTTP/1.1 200 OK\r\n", b"X-Slow: yes\r\n"),  # a header line at a time, never the blank line
+    "continue": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # endless 100 Continue
+    "chunk_sizes": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),  # tiny chunks
+    "chunk_size_line": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),  # 000000... no end
+    "body": (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\xff\xd8\xff", b"x"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SLOW_SERVERS))
+def test_fetch_slow_drip_is_cut_off_at_the_deadline(kind: str) -> None:
+    """A server that drips its status line, headers, 100 Continues, chunk sizes or body a byte at a time is cut
+    off at timeout_s (each read is quick; the whole is not), as image_fetch_failed."""
+    head, drip = SLOW_SERVERS[kind]
+    server = _DripServer(head, drip)
+    try:
+        fetcher = _fetcher(hosts=(f"127.0.0.1:{server.port}",), timeout_s=0.6)
+        started = time.monotonic()
+        error = _refused(fetcher, f"http://127.0.0.1:{server.port}/x.jpg")
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert error.reason == "image_fetch_failed", error
+    assert elapsed < 0.6 + 0.4, f"{kind}: the fetch took {elapsed:.2f}s with timeout_s=0.6"

@@ -205,3 +205,95 @@ def test_references_config_validation() -> None:
         parse_config({**base, "mqtt": {"receive_maximum": 100}, "routes": [
             {"topic": "a/{b}", "use_case": "uc", "image": {"companion": {"topic": "i/{b}", "max_parked": 60}}}]},
             env={})
+
+
+@pytest.mark.parametrize("value", ["..", "."])
+def test_references_url_template_dot_values_are_encoded_and_refused(value: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`{payload.id}` = `..` or `.` is percent-encoded (%2E%2E) and refused as a dot segment: it cannot climb a
+    directory on the allowed host. Nothing is looked up or connected."""
+    import socket
+
+    contacted: list[object] = []
+    def record(*args: object, **kwargs: object) -> list[object]:
+        contacted.append(args)
+        raise OSError("refused by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", record)
+    monkeypatch.setattr(socket, "create_connection", record)
+    route = RouteConfig.model_validate({"topic": "nvr/{cam}", "use_case": "uc", "image": {"url": {
+        "template": "http://nvr1.plant.example/api/events/{payload.id}/snapshot.jpg",
+        "allow_hosts": ["nvr1.plant.example/api/events/"]}}})
+    plan = ReplayResolver([route])
+    attachment = plan("nvr/cam1", orjson.dumps({"id": value}))
+    assert attachment is not None and attachment.problem is not None
+    assert attachment.problem[0] == "image_url_refused", attachment.problem
+    assert contacted == []
+
+
+def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_thread() -> None:
+    """100 messages for a route whose image server drips bytes: offering them (the MQTT thread) never waits; past
+    the route's waiting limit they go on at once with image_fetch_failed (backed off); a URL route with a healthy
+    server and a plain route are served while the slow fetches run to their deadline."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.unit.images.test_fetch import _DripServer
+
+    class Fast(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = tiny_png(2)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    slow = _DripServer(b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n", give_up_s=30)
+    fast = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
+    threading.Thread(target=fast.serve_forever, args=(0.05,), daemon=True).start()
+
+    def url_route(name: str, port: int) -> dict[str, Any]:
+        return {"name": name, "topic": f"{name}/{{cam}}", "use_case": "uc", "image": {"url": {
+            "field": "u", "allow_hosts": [f"127.0.0.1:{port}"], "allow_private_networks": ["127.0.0.1/32"],
+            "timeout_s": 1.0}}}
+
+    running = _Stage([url_route("slow", slow.port), url_route("fast", fast.server_address[1]), PLAIN])
+    extra = [threading.Thread(target=running.stage.run_fetcher, name=f"t-fetch-{i}") for i in range(3)]
+    running.threads.extend(extra)
+    for thread in extra:
+        thread.start()
+    try:
+        offered = threading.Event()
+
+        def publish_slow() -> None:
+            for seq in range(100):
+                running.offer("slow/cam1", orjson.dumps({"u": f"http://127.0.0.1:{slow.port}/{seq}.jpg"}))
+            offered.set()
+
+        started = time.monotonic()
+        publisher = threading.Thread(target=publish_slow, name="t-mqtt")
+        publisher.start()
+        assert offered.wait(2.0), "the MQTT thread was blocked by a full fetch queue"
+        assert time.monotonic() - started < 1.0
+        backed_off = [m for m in running.forwarded if m.attachment is not None and m.attachment.problem
+                      and "backed off" in m.attachment.problem[1]]
+        assert len(backed_off) >= 100 - 64 - 2
+        assert all(m.attachment is not None and m.attachment.problem is not None
+                   and m.attachment.problem[0] == "image_fetch_failed" for m in backed_off)
+        assert running.stats.count("image_fetches_backed_off", label="slow") == len(backed_off)
+        plain = running.offer("plain/cam2", b"{}")
+        assert running.forwarded[-1] is plain
+        fast_started = time.monotonic()
+        running.offer("fast/cam3", orjson.dumps({"u": f"http://127.0.0.1:{fast.server_address[1]}/a.png"}))
+        wait_until(lambda: any(m.topic == b"fast/cam3" for m in running.forwarded), timeout_s=0.5,
+                   message="the healthy route's image fetched while the slow route's fetches hang")
+        assert time.monotonic() - fast_started < 0.5
+        fetched = next(m for m in running.forwarded if m.topic == b"fast/cam3")
+        assert fetched.attachment is not None and fetched.attachment.image == tiny_png(2)
+    finally:
+        running.close()
+        slow.close()
+        fast.shutdown()
+        fast.server_close()
