@@ -1,15 +1,18 @@
-"""`mqtt-bridge dlq list|show|replay|purge`: the dead letters, on a buffer the bridge is not using.
+"""`mqtt-bridge dlq list|show|replay|purge` and `mqtt-bridge reprocess`: the dead letters, on a stopped bridge's buffer.
 
 Owns: selecting dead letters (`DeadLetterFilter`), printing them, replaying and purging them. The tools hold the
-buffer's lock while they run: stop the bridge first (the broker keeps the new messages meanwhile). Replay: a dead
-letter from ingest (the raw message) is ingested again with the *current* config, so a fixed route or a created use
-case lets it pass; one the API rejected (the buffered record) is queued again as it was. Raises `UsageError`,
-`ConfigError`, `StorageError`; `cli.common.operator_errors` maps them to exit codes.
+buffer's lock while they run: stop the bridge first (the broker keeps the new messages meanwhile). Replay (also
+reached as `reprocess`, issue 14 item 3: one implementation): a dead letter from ingest (the raw message) is
+ingested again with the *current* config and decoders, so a fixed route or decoder lets it pass; one the API
+rejected (the buffered record) is queued again as it was. What passes is buffered for delivery; what still fails
+stays dead-lettered, under the reason (and detail, route) it fails with now. Raises `UsageError`, `ConfigError`,
+`StorageError`; `cli.common.operator_errors` maps them to exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -48,6 +51,7 @@ __all__ = [
     "dlq_purge",
     "dlq_replay",
     "dlq_show",
+    "reprocess_command",
 ]
 
 # reasons whose dead letter holds a buffered Record (replay re-queues it); every other one holds the raw message
@@ -98,12 +102,7 @@ def dlq_command(args: argparse.Namespace) -> int:
                 dlq_show(buffer, selection.keys[0], sys.stdout,
                          payload_to=Path(args.payload_out) if args.payload_out else None)
             elif args.action == "replay":
-                result = dlq_replay(buffer, config, selection)
-                failing = ", ".join(f"{k}: {v}" for k, v in sorted(result.still_failing.items())) or "none"
-                print(f"replayed {result.requeued} dead letter(s) as {result.events} event(s); "
-                      f"still failing (kept): {failing}" +
-                      (f"; not replayable: {dict(result.skipped)}" if result.skipped else ""))
-                return EXIT_OK if not result.still_failing else EXIT_FAILURE
+                return _replay_and_report(buffer, config, selection)
             else:
                 deleted = dlq_purge(buffer, selection, purge_all=args.all, confirmed=args.yes)
                 print(f"purged {deleted} dead letter(s)")
@@ -112,6 +111,29 @@ def dlq_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return with_config(args.config, operator_errors(action))
+
+
+def reprocess_command(args: argparse.Namespace) -> int:
+    """`reprocess`: dead letters through the current config and decoders again; exit 0, or 1 if some still fail."""
+
+    def action(config: BridgeConfig) -> int:
+        buffer = open_buffer(config)
+        try:
+            return _replay_and_report(buffer, config, DeadLetterFilter(reason=args.reason, route=args.route))
+        finally:
+            buffer.close()
+
+    return with_config(args.config, operator_errors(action))
+
+
+def _replay_and_report(buffer: DiskBuffer, config: BridgeConfig, selection: DeadLetterFilter) -> int:
+    result = dlq_replay(buffer, config, selection)
+    failing = ", ".join(f"{k}: {v}" for k, v in sorted(result.still_failing.items())) or "none"
+    print(f"replayed {result.requeued} dead letter(s) as {result.events} event(s); "
+          f"still failing (kept): {failing}" +
+          (f" ({result.relabelled} now under a new reason)" if result.relabelled else "") +
+          (f"; not replayable: {dict(result.skipped)}" if result.skipped else ""))
+    return EXIT_OK if not result.still_failing else EXIT_FAILURE
 
 
 def _when(seconds: float) -> str:
@@ -167,50 +189,75 @@ class ReplayResult:
 
     requeued: int = 0
     events: int = 0
-    still_failing: Counter[str] = field(default_factory=Counter)
+    still_failing: Counter[str] = field(default_factory=Counter)  # by the reason they fail with now
+    relabelled: int = 0  # of those, how many fail for another reason (or detail, or route) than before
     skipped: Counter[str] = field(default_factory=Counter)
 
 
 def _replayed_records(letter: DeadLetter, ingestor: Ingestor,
-                      resolve: ReplayResolver | None = None) -> tuple[list[Record], str]:
-    """The records a dead letter becomes now, or the reason it still fails (a url/file image is fetched again)."""
+                      resolve: ReplayResolver | None = None) -> tuple[list[Record], DeadLetter | None]:
+    """The records a dead letter becomes now, or the dead letter it is now (a url/file image is fetched again)."""
     if letter.reason in API_REASONS:
         try:
-            return [Record.from_bytes(letter.payload)], ""
+            return [Record.from_bytes(letter.payload)], None
         except (ValueError, KeyError, TypeError):
-            return [], DeadLetterReason.UNREADABLE_RECORD
+            return [], dataclasses.replace(letter, reason=DeadLetterReason.UNREADABLE_RECORD,
+                                           detail="the buffered record cannot be read back", dead_at_s=time.time())
     attachment = resolve(letter.topic, letter.payload) if resolve is not None else None
     result = ingestor.process(letter.topic.encode(), letter.payload, letter.received_at_s, attachment)
     if result.dead_letter is not None:
-        return [], result.dead_letter.reason
-    return result.records, ""
+        return [], dataclasses.replace(result.dead_letter, dead_at_s=time.time())
+    return result.records, None
+
+
+def _is_relabelled(old: DeadLetter, new: DeadLetter) -> bool:
+    return (old.reason, old.detail, old.route) != (new.reason, new.detail, new.route)
 
 
 def dlq_replay(buffer: DiskBuffer, config: BridgeConfig, selection: DeadLetterFilter,
                progress_stream: TextIO | None = None) -> ReplayResult:
-    """Move the selected dead letters back into the queue (chunks of 200, one transaction each)."""
+    """Re-ingest the selected dead letters: requeue what passes (chunks of 200, one transaction each), relabel the rest.
+
+    A letter that still fails for the same reason, detail and route is left as it was; one that fails otherwise
+    now is stored again under its new reason (with the time of this replay) and the old one deleted after: a crash
+    in between leaves both, never neither.
+    """
     ingestor = Ingestor(Router(list(config.routes)), config.mqtt.max_payload_bytes)
     resolve = ReplayResolver(list(config.routes)) if ImageReferences.is_needed(list(config.routes)) else None
     selected = list(_selected(buffer, selection))
     result = ReplayResult()
-    progress = Progress(len(selected), "replaying", progress_stream)
+    progress = Progress(len(selected), "reprocessing", progress_stream)
     chunk: list[tuple[str, list[Record]]] = []
+    relabelled: list[tuple[str, DeadLetter]] = []
     for key, letter in selected:
         if letter.reason in _NOT_REPLAYABLE:
             result.skipped[letter.reason] += 1
         else:
             records, failure = _replayed_records(letter, ingestor, resolve)
-            if failure:
-                result.still_failing[failure] += 1
+            if failure is not None:
+                result.still_failing[failure.reason] += 1
+                if _is_relabelled(letter, failure):
+                    relabelled.append((key, failure))
             else:
                 chunk.append((key, records))  # a message that now makes no event is requeued as nothing
         if len(chunk) >= _REPLAY_CHUNK:
             _requeue(buffer, chunk, result)
             chunk = []
+        if len(relabelled) >= _REPLAY_CHUNK:
+            _relabel(buffer, relabelled, result)
+            relabelled = []
         progress.advance()
     _requeue(buffer, chunk, result)
+    _relabel(buffer, relabelled, result)
     progress.close()
     return result
+
+
+def _relabel(buffer: DiskBuffer, letters: list[tuple[str, DeadLetter]], result: ReplayResult) -> None:
+    if letters:
+        buffer.append([], [letter for _, letter in letters])  # the new one is durable before the old one goes
+        buffer.delete_dead_letters([key for key, _ in letters])
+        result.relabelled += len(letters)
 
 
 def _requeue(buffer: DiskBuffer, chunk: list[tuple[str, list[Record]]], result: ReplayResult) -> None:

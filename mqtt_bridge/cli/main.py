@@ -1,10 +1,11 @@
 """The `mqtt-bridge` command: argument parsing, logging set-up, and named exit codes.
 
-Owns: every command's flags (run, check-config, schema, decode, dlq, status, export, use-cases; the dev tools demo,
-broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A family module is imported only
-when its command runs (`command_function`), so `--version` and `schema` stay light and no dev tool is loaded for
-`run`. What each command does lives in its family: `cli.run`, `cli.decode`, `cli.dlq`, `cli.export`, `cli.status`,
-`cli.use_cases`, `cli.dev`; what they share (exit codes, loading the config, error mapping) in `cli.common`.
+Owns: every command's flags (run, check-config, schema, decode, dlq, reprocess, status, export, use-cases; the dev
+tools demo, broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A family module is
+imported only when its command runs (`command_function`), so `--version` and `schema` stay light and no dev tool is
+loaded for `run`. What each command does lives in its family: `cli.run`, `cli.decode`, `cli.dlq`, `cli.export`,
+`cli.status`, `cli.use_cases`, `cli.dev`; what they share (exit codes, loading the config, error mapping) in
+`cli.common`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("dev", "publish_command"),
     "bench": ("dev", "bench_command"),
     "dlq": ("dlq", "dlq_command"),
+    "reprocess": ("dlq", "reprocess_command"),
     "status": ("status", "status_command"),
     "export": ("export", "export_command"),
     "use-cases": ("use_cases", "use_cases_command"),
@@ -108,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--modes", default="drain,max,rate", help="comma-separated subset of drain,max,rate")
     p.add_argument("--max-wait-s", type=float, default=0.5, help="the bridge's flush.max_wait_s")
-    p.add_argument("--systems", default="bridge,naive,receive-only",
-                   help="comma-separated subset of bridge,naive,receive-only")
+    p.add_argument("--systems", default="bridge,naive,naive-mqtt5,receive-only,receive-only-mqtt5",
+                   help="comma-separated subset of bridge,naive,naive-mqtt5,receive-only,receive-only-mqtt5")
     p.set_defaults(runs="bench")
 
     p = sub.add_parser("dlq", help="list, show, replay or purge dead letters (bridge stopped)")
@@ -125,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="purge: every dead letter (no filter)")
     p.add_argument("--yes", action="store_true", help="purge: really delete")
     p.set_defaults(runs="dlq")
+
+    p = sub.add_parser("reprocess", help="run dead letters through the current config and decoders again "
+                                         "(after a fix; bridge stopped)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--reason", help="only dead letters with this reason")
+    p.add_argument("--route", help="only this route (its name, or its topic when unnamed)")
+    p.set_defaults(runs="reprocess")
 
     p = sub.add_parser("status", help="one-screen summary from the running bridge, or from its buffer")
     p.add_argument("--config", "-c", required=True)

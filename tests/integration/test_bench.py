@@ -7,30 +7,41 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
+from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, main
 
 pytestmark = pytest.mark.integration
 
 
-def test_bench_small_run_reports_every_system_with_ratios(mosquitto_binary: str, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """A tiny run of every mode writes JSON and PNG, prints ratios, and finds nothing lost or duplicated."""
-    code = main(["bench", "--out", str(tmp_path), "--count", "400", "--rate", "100", "--rate-seconds", "1",
-                 "--repetitions", "1"])
-    assert code == EXIT_OK
+def test_bench_small_run_reports_every_system_with_ratios_and_the_rig_capacity(
+        mosquitto_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny run of every mode writes JSON and PNG, prints ratios and the capacity line, loses nothing.
+
+    A run this small (and on a shared machine) may well find the sink or publisher below 3x the fastest system:
+    then it still writes and prints everything, and exits 3 saying which one (the rule: tests/unit/devtools/bench).
+    """
+    systems = ("bridge", "naive", "receive-only-mqtt5")  # one of each kind and protocol: the test stays < 60 s
+    code = main(["bench", "--out", str(tmp_path), "--count", "300", "--rate", "100", "--rate-seconds", "1",
+                 "--repetitions", "1", "--systems", ",".join(systems)])
+    assert code in (EXIT_OK, EXIT_UNAVAILABLE)
     [report_path] = tmp_path.glob("bench-*.json")
     assert list(tmp_path.glob("bench-*.png"))
     report = json.loads(report_path.read_text())
     summary = report["summary"]
     assert set(summary) == {"drain", "max", "rate"}
-    for mode, systems in summary.items():
-        assert set(systems) == {"bridge", "naive", "receive-only"}, mode
-        for system, figures in systems.items():
+    for mode, figures_by_system in summary.items():
+        assert set(figures_by_system) == set(systems), mode
+        for system, figures in figures_by_system.items():
             assert figures["lost"] == 0 and figures["duplicates"] == 0, (mode, system)
     assert summary["drain"]["bridge"]["events_per_s"] > 0
     assert summary["rate"]["bridge"]["p99_ms"] is not None
-    out = capsys.readouterr().out
-    assert "x naive" in out and "drain  bridge" in out
+    capacity = report["capacity"]
+    assert capacity["sink_events_per_s"] > 0 and capacity["publisher_messages_per_s"] > 0
+    assert (code == EXIT_OK) == (capacity["shortfalls"] == [])
+    captured = capsys.readouterr()
+    assert "x naive" in captured.out and "drain  bridge" in captured.out and "drain  receive-only-mqtt5" in captured.out
+    assert "capacity: sink " in captured.out and "publisher " in captured.out
+    if code == EXIT_UNAVAILABLE:
+        assert "bench failed: the rig may have limited the figures" in captured.err
 
 
 def test_bench_rejects_unknown_modes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

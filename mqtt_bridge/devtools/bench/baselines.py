@@ -1,21 +1,28 @@
-"""The benchmark's baselines, written the way a hand-made script is: paho straight into the handler.
+"""The benchmark's baselines and capacity clients, written the way a user writes a script: paho and requests as is.
 
-- `receive-only`: a paho subscriber that only counts (auto-ack): the ceiling of what can come off the broker.
-- `naive`: a paho subscriber that turns each message into an event in memory and POSTs 100 at a time from a
-  sender thread (auto-ack before anything is stored: it loses data on any crash or API error).
+- `naive`: what people write (issue 14 item 5): `paho.Client(CallbackAPIVersion.VERSION2)` with paho's defaults
+  (MQTT 3.1.1, auto-ack), one `on_message` that appends `json.loads(payload)` to a list, and a sender thread that
+  posts 100 at a time to the batch endpoint with a `requests.Session` (`json=`). Not durable: it acks before
+  anything is stored and loses data on any crash or API error. The only non-default is `clean_session=False` with a
+  fixed client id, without which no script can drain a backlog queued while it was away (the drain mode).
+- `naive-mqtt5`: the same script on MQTT 5 (session expiry 1 h, paho's default Receive Maximum): the protocol's cost.
+- `receive-only`, `receive-only-mqtt5`: a paho subscriber that only counts (auto-ack): the ceiling of what comes off
+  the broker, with each protocol.
+- `sink-load`: the sink's own capacity: posts ready-made batches of `--batch` events straight to the sink from
+  `--clients` threads, each with its own `requests.Session`.
 
-Both speak MQTT 5 with the same Receive Maximum as the bridge, keep a persistent session (so the drain mode can
-queue a backlog for them), print `ready` once subscribed and a JSON line with their own counts when they have seen
-`--count` messages. Run as `python -m mqtt_bridge.devtools.bench.baselines receive-only|naive ...`.
+Subscribers print `ready` once subscribed and a JSON line with their counts when they have seen `--count` messages,
+then wait for stdin to close (so the runner can read `/proc` while they are alive). Run as
+`python -m mqtt_bridge.devtools.bench.baselines KIND ...`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
-import uuid
 
 import orjson
 import paho.mqtt.client as paho
@@ -24,35 +31,27 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["main"]
+__all__ = ["KINDS", "main"]
+
+KINDS = ("naive", "naive-mqtt5", "receive-only", "receive-only-mqtt5")
 
 
-def _client(client_id: str, receive_maximum: int) -> tuple[paho.Client, Properties]:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = 3600
-    properties.ReceiveMaximum = receive_maximum
-    return client, properties
+def _client(kind: str, client_id: str) -> tuple[paho.Client, Properties | None]:
+    """paho as a user makes it: defaults, except the persistent session a backlog needs."""
+    if kind.endswith("-mqtt5"):
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600
+        return client, properties
+    return paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False), None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run one baseline until `--count` messages were handled."""
-    parser = argparse.ArgumentParser(description="benchmark baselines")
-    parser.add_argument("kind", choices=["receive-only", "naive"])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--sink", default="")
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--receive-maximum", type=int, default=500)
-    parser.add_argument("--topic", default="bench/+/+/detections")
-    parser.add_argument("--setup-only", action="store_true", help="create the session, then exit")
-    args = parser.parse_args(argv)
-
+def _subscriber(args: argparse.Namespace) -> None:
     done = threading.Event()
     seen = [0]
     first_last = [0.0, 0.0]
-    batch: list[dict[str, object]] = []
-    lock = threading.Lock()
+    batch: list[object] = []
+    is_naive = args.kind.startswith("naive")
 
     def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         now = time.time()
@@ -60,19 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             first_last[0] = now
         seen[0] += 1
         first_last[1] = now
-        if args.kind == "naive":
-            payload = orjson.loads(msg.payload)
-            levels = msg.topic.split("/")
-            event = {"eventId": str(uuid.uuid4()), "eventType": "quality_check", "useCaseId": "bench",
-                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                     "deviceId": f"{levels[1]}-{levels[2]}", "eventData": {"result": "fail"},
-                     "customMetadata": payload.get("metadata", {})}
-            with lock:
-                batch.append(event)
+        if is_naive:
+            batch.append(json.loads(msg.payload))  # list.append is atomic under the GIL, as users rely on
         if seen[0] >= args.count:
             done.set()
 
-    def on_connect(client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def on_connect(client: paho.Client, *rest: object) -> None:
         # "ready" before any message: with a resumed session the queued backlog follows the CONNACK at once
         if not args.setup_only:
             sys.stdout.write("ready\n")
@@ -87,25 +79,26 @@ def main(argv: list[str] | None = None) -> None:
 
     def sender() -> None:
         session = requests.Session()
+        url = f"{args.sink}/vision-events/batch"
         while True:
-            with lock:
-                chunk = batch[:100]
-                del batch[:100]
+            chunk = batch[:100]
+            del batch[:len(chunk)]
             if chunk:
-                session.post(f"{args.sink}/vision-events/batch", data=orjson.dumps({"events": chunk}),
-                             headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
-                             timeout=30)
+                session.post(url, json={"events": chunk}, headers={"Authorization": "Bearer bench"}, timeout=30)
             elif done.is_set():
                 return
             else:
                 time.sleep(0.01)
 
-    client, properties = _client(args.client_id, args.receive_maximum)
+    client, properties = _client(args.kind, args.client_id)
     client.on_message = on_message
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
-    client.connect("127.0.0.1", args.port, keepalive=60, clean_start=False, properties=properties)
-    sending = threading.Thread(target=sender, daemon=True) if args.kind == "naive" else None
+    if properties is not None:
+        client.connect("127.0.0.1", args.port, keepalive=60, clean_start=False, properties=properties)
+    else:
+        client.connect("127.0.0.1", args.port, keepalive=60)
+    sending = threading.Thread(target=sender, name="sender") if is_naive and not args.setup_only else None
     if sending is not None:
         sending.start()
     client.loop_start()
@@ -119,6 +112,51 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     if not args.setup_only:
         sys.stdin.read()  # stay alive (for the runner's /proc readings) until it closes our stdin
+
+
+def _sink_load(args: argparse.Namespace) -> None:
+    """Post `--count` events in batches straight to the sink; print events/s."""
+    from mqtt_bridge.devtools.bench.load import message  # noqa: PLC0415 - the same messages as the publisher
+
+    batches = max(1, args.count // args.batch)
+    bodies = [orjson.dumps({"events": [orjson.loads(message(b * args.batch + i, "sink-capacity", i % 4))
+                                       for i in range(args.batch)]}) for b in range(batches)]
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+
+    def post(share: list[bytes]) -> None:
+        session = requests.Session()
+        for body in share:
+            session.post(f"{args.sink}/vision-events/batch", data=body, headers=headers, timeout=30)
+
+    threads = [threading.Thread(target=post, args=(bodies[n::args.clients],), name=f"sink-load-{n}")
+               for n in range(args.clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    sys.stdout.write(orjson.dumps({"events": batches * args.batch, "seconds": elapsed,
+                                   "events_per_s": batches * args.batch / elapsed}).decode() + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one baseline until `--count` messages were handled, or the sink's capacity client."""
+    parser = argparse.ArgumentParser(description="benchmark baselines")
+    parser.add_argument("kind", choices=[*KINDS, "sink-load"])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--sink", default="")
+    parser.add_argument("--client-id", default="bench-baseline")
+    parser.add_argument("--topic", default="bench/+/+/detections")
+    parser.add_argument("--setup-only", action="store_true", help="create the session, then exit")
+    parser.add_argument("--batch", type=int, default=100, help="sink-load: events per POST")
+    parser.add_argument("--clients", type=int, default=2, help="sink-load: parallel connections")
+    args = parser.parse_args(argv)
+    if args.kind == "sink-load":
+        _sink_load(args)
+    else:
+        _subscriber(args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Benchmark orchestration: Mosquitto, the sink, the load generator and the systems under test, side by side.
 
 Owns: the three modes (max rate, drain of a queued backlog, fixed rate), interleaved repetitions of the bridge and
-the two baselines in the same run, measurement from outside each process (`/proc/<pid>` CPU ticks and peak RSS,
-the sink's arrival times and latencies), medians, ratios, the JSON file and the PNG chart.
+the baselines in the same run, measurement from outside each system (CPU and peak RSS of its process tree via
+`devtools.bench.measure`, the sink's arrival times and latencies), the rig's own capacity (sink alone; publisher
+through Mosquitto to a counting subscriber), the JSON file and the PNG chart. Figures and the capacity rule live in
+`devtools.bench.report`; `run_bench` raises `CapacityError` (after writing the results) when the rule fails.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,11 +28,24 @@ from typing import IO
 import requests
 import yaml
 
-__all__ = ["BenchSettings", "RunResult", "run_bench"]
+from mqtt_bridge.devtools.bench.measure import free_port, tree_cpu_s, tree_peak_rss_mb, wait_for
+from mqtt_bridge.devtools.bench.report import (
+    MODES,
+    SYSTEMS,
+    Capacity,
+    RunResult,
+    Summary,
+    capacity_line,
+    capacity_shortfalls,
+    summarize,
+    table,
+)
 
-SYSTEMS = ("bridge", "naive", "receive-only")
-MODES = ("drain", "max", "rate")
-_TICKS = os.sysconf("SC_CLK_TCK")
+__all__ = ["MODES", "SYSTEMS", "BenchSettings", "CapacityError", "RunResult", "run_bench"]
+
+
+class CapacityError(RuntimeError):
+    """The sink or the publisher had less than the required headroom: the figures may be the rig's."""
 
 
 @dataclass(frozen=True)
@@ -47,55 +61,6 @@ class BenchSettings:
     max_wait_s: float = 0.5
     mosquitto: str = "mosquitto"
     systems: tuple[str, ...] = SYSTEMS
-
-
-@dataclass
-class RunResult:
-    """One system in one mode, one repetition."""
-
-    system: str
-    mode: str
-    repetition: int
-    messages: int
-    delivered: int
-    lost: int
-    duplicates: int
-    events_per_s: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    cpu_s: float | None
-    wall_s: float
-    cores: float | None
-    cpu_s_per_10k: float | None
-    peak_rss_mb: float | None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _proc_peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class _System:
@@ -140,9 +105,9 @@ class _System:
         if self.name == "bridge":
             log_path = self.workdir / "bridge.log"
             runs = log_path.read_text().count("mqtt subscribed") if log_path.exists() else 0
-            _wait(lambda: self.process is not None and (self.process.poll() is not None or
-                                                        log_path.read_text().count("mqtt subscribed") > runs), 30,
-                  "bridge subscribed")
+            wait_for(lambda: self.process is not None and (self.process.poll() is not None or
+                                                           log_path.read_text().count("mqtt subscribed") > runs),
+                     30, "bridge subscribed")
         else:
             assert self.process.stdout is not None
             line = self.process.stdout.readline()
@@ -163,11 +128,11 @@ class _System:
 
     def cpu_s(self) -> float:
         assert self.process is not None
-        return _proc_cpu_s(self.process.pid)
+        return tree_cpu_s(self.process.pid)
 
     def peak_rss_mb(self) -> float:
         assert self.process is not None
-        return _proc_peak_rss_mb(self.process.pid)
+        return tree_peak_rss_mb(self.process.pid)
 
     def stop(self) -> None:
         """Stop cleanly (SIGTERM for the bridge, stdin EOF for the baselines)."""
@@ -193,8 +158,8 @@ class _Rig:
 
     def __init__(self, workdir: Path, mosquitto: str) -> None:
         self.workdir = workdir
-        self.mqtt_port = _free_port()
-        self.sink_port = _free_port()
+        self.mqtt_port = free_port()
+        self.sink_port = free_port()
         conf = workdir / "mosquitto.conf"
         lines = [f"listener {self.mqtt_port} 127.0.0.1", "allow_anonymous true", "persistence false",
                  "max_queued_messages 0", "max_inflight_messages 0", "log_type error"]
@@ -207,7 +172,7 @@ class _Rig:
                                        str(self.sink_port)])
         self.sink_url = f"http://127.0.0.1:{self.sink_port}"
         self._http = requests.Session()
-        _wait(self._ports_open, 15, "mosquitto and the sink")
+        wait_for(self._ports_open, 15, "mosquitto and the sink")
 
     def _ports_open(self) -> bool:
         for port in (self.mqtt_port, self.sink_port):
@@ -261,7 +226,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
             loader = rig.publish(count, rate, run)
         cpu_start = 0.0 if mode == "drain" else system.cpu_s()  # drain starts the moment it connects
         started = time.monotonic()
-        if system_name == "receive-only":
+        if system_name.startswith("receive-only"):
             report = system.result_line(600)
             first_s, last_s = report["first_s"], report["last_s"]
             delivered, duplicates = report["received"], 0.0
@@ -269,7 +234,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
             p95: float | None = None
             p99: float | None = None
         else:
-            _wait(lambda: rig.sink_stats()["unique_seqs"] >= count, 600, f"{system_name} to deliver {count}")
+            wait_for(lambda: rig.sink_stats()["unique_seqs"] >= count, 600, f"{system_name} to deliver {count}")
             time.sleep(0.2)
             stats = rig.sink_stats()
             first_s, last_s = stats["first_s"], stats["last_s"]
@@ -291,110 +256,118 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=rss)
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _summary(results: list[RunResult]) -> dict[str, dict[str, dict[str, float | None]]]:
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
-    fields = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_s_per_10k", "cores", "peak_rss_mb", "lost",
-              "duplicates")
-    for mode in {r.mode for r in results}:
-        for system in {r.system for r in results}:
-            runs = [r for r in results if r.mode == mode and r.system == system]
-            medians: dict[str, float | None] = {f: _median([getattr(r, f) for r in runs]) for f in fields}
-            out.setdefault(mode, {})[system] = medians
-            out[mode][system]["lost"] = float(sum(r.lost for r in runs))
-            out[mode][system]["duplicates"] = float(sum(r.duplicates for r in runs))
-    return out
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def _table(summary: dict[str, dict[str, dict[str, float | None]]], settings: BenchSettings) -> str:
-    def fmt(value: float | None, digits: int = 0) -> str:
-        return "-" if value is None else f"{value:,.{digits}f}"
-
-    lines = [f"{'mode':<6} {'system':<13} {'events/s':>10} {'x naive':>7} {'x ceil':>9} {'p50 ms':>8} "
-             f"{'p99 ms':>8} {'cpu s/10k':>9} {'cores':>6} {'RSS MB':>7} {'lost':>5} {'dup':>4}"]
-    for mode in [m for m in MODES if m in summary]:
-        rows = summary[mode]
-        naive = rows.get("naive", {}).get("events_per_s")
-        ceiling = rows.get("receive-only", {}).get("events_per_s")
-        for system in [s for s in SYSTEMS if s in rows]:
-            r = rows[system]
-            lines.append(
-                f"{mode:<6} {system:<13} {fmt(r['events_per_s']):>10} {fmt(_ratio(r['events_per_s'], naive), 2):>7} "
-                f"{fmt(_ratio(r['events_per_s'], ceiling), 2):>9} {fmt(r['p50_ms'], 1):>8} {fmt(r['p99_ms'], 1):>8} "
-                f"{fmt(r['cpu_s_per_10k'], 2):>9} {fmt(r['cores'], 2):>6} {fmt(r['peak_rss_mb'], 1):>7} "
-                f"{fmt(r['lost']):>5} {fmt(r['duplicates']):>4}")
-    lines.append(f"(medians of {settings.repetitions} interleaved repetitions; drain/max with {settings.count:,} "
-                 f"messages, rate mode {settings.rate:g} msg/s for {settings.rate_seconds:g} s; "
-                 f"max_wait_s={settings.max_wait_s})")
-    return "\n".join(lines)
-
-
-def _chart(summary: dict[str, dict[str, dict[str, float | None]]], path: Path) -> None:
+def _chart(summary: Summary, path: Path) -> None:
     from PIL import Image, ImageDraw  # noqa: PLC0415 - only the chart needs it
 
     modes = [m for m in ("drain", "max") if m in summary]
-    width, height, margin = 640, 360, 50
+    systems = [s for s in SYSTEMS if any(s in summary[m] for m in modes)]
+    width, height, margin = 760, 360, 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     peak = max([v["events_per_s"] or 0 for m in modes for v in summary[m].values()] + [1])
-    colors = {"bridge": (31, 119, 180), "naive": (255, 127, 14), "receive-only": (150, 150, 150)}
+    colors = {"bridge": (31, 119, 180), "naive": (255, 127, 14), "naive-mqtt5": (255, 187, 120),
+              "receive-only": (120, 120, 120), "receive-only-mqtt5": (190, 190, 190)}
     group_w = (width - 2 * margin) / max(1, len(modes))
+    bar_w = (group_w - 40) / max(1, len(systems))
     for gi, mode in enumerate(modes):
-        for si, system in enumerate(SYSTEMS):
+        for si, system in enumerate(systems):
             value = summary[mode].get(system, {}).get("events_per_s") or 0
-            x0 = margin + gi * group_w + 20 + si * (group_w - 40) / 3
-            x1 = x0 + (group_w - 40) / 3 - 8
+            x0 = margin + gi * group_w + 20 + si * bar_w
             y0 = height - margin - (height - 2 * margin) * value / peak
-            draw.rectangle((x0, y0, x1, height - margin), fill=colors[system])
-            draw.text((x0, y0 - 14), f"{value:,.0f}", fill="black")
+            draw.rectangle((x0, y0, x0 + bar_w - 6, height - margin), fill=colors[system])
+            draw.text((x0, y0 - 14), f"{value / 1000:,.1f}k", fill="black")
         draw.text((margin + gi * group_w + group_w / 2 - 20, height - margin + 8), mode, fill="black")
-    for si, system in enumerate(SYSTEMS):
-        draw.rectangle((margin + si * 150, 12, margin + si * 150 + 12, 24), fill=colors[system])
-        draw.text((margin + si * 150 + 18, 12), system, fill="black")
+    for si, system in enumerate(systems):
+        draw.rectangle((margin + si * 135, 12, margin + si * 135 + 12, 24), fill=colors[system])
+        draw.text((margin + si * 135 + 16, 12), system, fill="black")
     draw.text((margin, height - 20), "events/s (median), higher is better", fill="black")
     image.save(path)
 
 
+def _sink_capacity(rig: _Rig, count: int) -> float:
+    """Events/s the sink takes from a load client posting batches of 100 straight to it."""
+    rig.sink_reset()
+    done = subprocess.run([sys.executable, "-m", f"{__package__}.baselines", "sink-load", "--sink", rig.sink_url,
+                           "--count", str(count)], capture_output=True, text=True, timeout=600, check=True)
+    rig.sink_reset()
+    events_per_s: float = json.loads(done.stdout)["events_per_s"]
+    return events_per_s
+
+
+def _publisher_capacity(rig: _Rig, count: int) -> float:
+    """Messages/s the publisher puts through Mosquitto to a paho subscriber that only counts (3.1.1)."""
+    system = _System("receive-only", Path(tempfile.mkdtemp(prefix="capacity-", dir=rig.workdir)), rig.mqtt_port,
+                     rig.sink_url, 0.0)
+    try:
+        system.start(count)
+        loader = rig.publish(count, 0.0, "capacity")
+        out, _ = loader.communicate(timeout=600)
+        received = system.result_line(600)
+    finally:
+        system.stop()
+    published: dict[str, float] = json.loads(out)
+    seconds = max(published["seconds"], received["last_s"] - received["first_s"], 1e-6)
+    return min(published["acked"], received["received"]) / seconds
+
+
+def _capacity(rig: _Rig, count: int) -> Capacity:
+    return Capacity(sink_events_per_s=_sink_capacity(rig, count),
+                    publisher_messages_per_s=_publisher_capacity(rig, count))
+
+
 def run_bench(settings: BenchSettings, echo: Callable[[str], None] = print) -> dict[str, object]:
-    """Run every mode and system, interleaved; write JSON and PNG into `out_dir`; return the report."""
+    """Run every mode and system, interleaved; write JSON and PNG into `out_dir`; return the report.
+
+    The rig's capacity is measured before and after the systems (the lower of the two counts); `CapacityError`
+    is raised, after the results are written and printed, when the sink or the publisher had less than 3x the
+    fastest system it served (`report.capacity_shortfalls`).
+    """
     mosquitto = shutil.which(settings.mosquitto) or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
     if mosquitto is None:
         raise RuntimeError("the benchmark needs Mosquitto (apt-get install -y mosquitto)")
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mqtt-bridge-bench-") as tmp:
         rig = _Rig(Path(tmp), mosquitto)
         try:
+            before = _capacity(rig, settings.count)
+            echo(f"capacity before: sink {before.sink_events_per_s:,.0f} events/s, publisher "
+                 f"{before.publisher_messages_per_s:,.0f} msg/s")
+            chosen = tuple(s for s in SYSTEMS if s in settings.systems)
             for rep in range(settings.repetitions):
                 for mode in settings.modes:
-                    chosen = tuple(s for s in SYSTEMS if s in settings.systems)
-                    order = chosen if rep % 2 == 0 else tuple(reversed(chosen))
-                    for system in order:
+                    for system in (chosen if rep % 2 == 0 else tuple(reversed(chosen))):
                         result = _one(rig, settings, system, mode, rep)
                         results.append(result)
-                        echo(f"rep {rep + 1} {mode:<5} {system:<13} events/s={result.events_per_s or 0:,.0f} "
+                        echo(f"rep {rep + 1} {mode:<5} {system:<18} events/s={result.events_per_s or 0:,.0f} "
                              f"cores={result.cores or 0:.2f} rss={result.peak_rss_mb or 0:.0f}MB "
                              f"lost={result.lost} dup={result.duplicates}")
+            after = _capacity(rig, settings.count)
         finally:
             rig.close()
-    summary = _summary(results)
+    capacity = Capacity(min(before.sink_events_per_s, after.sink_events_per_s),
+                        min(before.publisher_messages_per_s, after.publisher_messages_per_s))
+    summary = summarize(results)
+    problems = capacity_shortfalls(capacity, summary)
     stamp = time.strftime("%Y-%m-%d")
     report: dict[str, object] = {
-        "date": stamp, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                   "python": platform.python_version()},
+        "date": stamp,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()},
+        "capacity": {**dataclasses.asdict(capacity), "before": dataclasses.asdict(before),
+                     "after": dataclasses.asdict(after), "shortfalls": problems},
         "summary": summary, "runs": [dataclasses.asdict(r) for r in results],
     }
     (settings.out_dir / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
     _chart(summary, settings.out_dir / f"bench-{stamp}.png")
-    echo(_table(summary, settings))
+    echo(table(summary, f"(medians of {settings.repetitions} interleaved repetitions; drain/max with "
+                        f"{settings.count:,} messages, rate mode {settings.rate:g} msg/s for {settings.rate_seconds:g}"
+                        f" s; max_wait_s={settings.max_wait_s}; load average {load_before[0]:.1f} on "
+                        f"{os.cpu_count()} CPUs at the start)"))
+    echo(capacity_line(capacity, summary))
     echo(f"results: {settings.out_dir / f'bench-{stamp}.json'}")
+    if problems:
+        raise CapacityError("the rig may have limited the figures: " + "; ".join(problems))
     return report

@@ -1,8 +1,9 @@
 """A fast local sink speaking the Vision Events batch and upload API, for benchmarks.
 
 Owns: accepting `POST /vision-events/batch` and `/upload` as fast as the stdlib allows (HTTP/1.1 keep-alive), and
-recording per event: its id, how often it was written, and the end-to-end latency taken from the `sent_ns`
-metadata the load generator puts into each message. `GET /_sink/stats` reports counts and latency percentiles;
+recording per event: its `eventId` and how often it was written, its `seq` (from `customMetadata`, or from
+`metadata` when a script posts the message as is) and the end-to-end latency taken from the `sent_ns` metadata the
+load generator puts into each message. `GET /_sink/stats` reports counts and latency percentiles;
 `POST /_sink/reset` clears. Runs as its own process: `python -m mqtt_bridge.devtools.bench.sink --port N`.
 """
 
@@ -39,11 +40,18 @@ class SinkState:
                 self.first_s = now_ns / 1e9
             self.last_s = now_ns / 1e9
             for event in events:
-                event_id = str(event.get("eventId"))
-                seen = self.writes.get(event_id, 0)
-                self.writes[event_id] = seen + 1
-                metadata = event.get("customMetadata")
-                if not seen and isinstance(metadata, dict):
+                metadata = event.get("customMetadata", event.get("metadata"))
+                if not isinstance(metadata, dict):
+                    metadata = {}
+                event_id = event.get("eventId")
+                # the bridge sends Vision Events (a rewrite of an eventId is an upsert); the naive script posts the
+                # message as is, without an id, so each write of it is one more event at the API
+                is_new = True
+                if event_id is not None:
+                    seen = self.writes.get(str(event_id), 0)
+                    self.writes[str(event_id)] = seen + 1
+                    is_new = not seen
+                if is_new:
                     seq = metadata.get("seq")
                     if isinstance(seq, int):
                         self.seqs[seq] = self.seqs.get(seq, 0) + 1

@@ -8,11 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mqtt_bridge.cli.common import UsageError
+from mqtt_bridge.cli.common import EXIT_FAILURE, EXIT_OK, UsageError
 from mqtt_bridge.cli.dlq import DeadLetterFilter, dlq_list, dlq_purge, dlq_replay, dlq_show
+from mqtt_bridge.cli.main import main
+from mqtt_bridge.config.load import parse_config
 from mqtt_bridge.model.record import DeadLetter
+from mqtt_bridge.routing.router import Router
 from mqtt_bridge.sdk.publisher import Detection, build_message
 from mqtt_bridge.storage.buffer import DiskBuffer
+from mqtt_bridge.transform.ingest import Ingestor
 from tests.unit.cli.tool_data import TOPIC, buffered_record, dead_letter, tool_config
 
 
@@ -89,3 +93,81 @@ def test_dlq_purge_needs_a_filter_and_confirmation(buffer: DiskBuffer) -> None:
     assert buffer.dead_letter_count == 2
     assert dlq_purge(buffer, DeadLetterFilter(reason="no_route"), purge_all=False, confirmed=True) == 1
     assert [letter.reason for _, letter in buffer.dead_letters()] == ["invalid_json"]
+
+
+def _write_config(tmp_path: Path, topic: str) -> Path:
+    """The tool config as a YAML file, its one route on `topic`."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(orjson.dumps({
+        "api": {"api_key": "k", "base_url": "http://127.0.0.1:9"},
+        "buffer": {"path": str(tmp_path / "buffer"), "min_free_bytes": 1}, "health": {"enabled": False},
+        "routes": [{"name": "inspection", "topic": topic, "use_case": "uc-a"}]}).decode())
+    return path
+
+
+def _dead_letters_from_a_bad_route(tmp_path: Path) -> None:
+    """Ingest under a config whose route misses TOPIC: a good message and a bad one are dead-lettered."""
+    config = parse_config({"api": {"api_key": "k", "base_url": "http://127.0.0.1:9"},
+                           "buffer": {"path": str(tmp_path / "buffer"), "min_free_bytes": 1},
+                           "health": {"enabled": False},
+                           "routes": [{"name": "inspection", "topic": "g/{line}/{camera}/detections",
+                                       "use_case": "uc-a"}]}, env={})
+    ingestor = Ingestor(Router(list(config.routes)), config.mqtt.max_payload_bytes)
+    good = build_message(detections=[Detection("scratch", 0.9, 5, 5, 2, 2)])
+    letters = [ingestor.process(TOPIC.encode(), payload, 100.0).dead_letter for payload in (good, b"{not json")]
+    buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
+    buffer.open()
+    buffer.append([], [letter for letter in letters if letter is not None])
+    assert buffer.dead_letter_count == 2 and {letter.reason for _, letter in buffer.dead_letters()} == {"no_route"}
+    buffer.close()
+
+
+def test_reprocess_buffers_what_the_fixed_route_now_takes_and_relabels_what_still_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After the route is fixed, the good message is buffered; the broken one stays, now as invalid_json."""
+    _dead_letters_from_a_bad_route(tmp_path)
+    config_path = _write_config(tmp_path, "f/{line}/{camera}/detections")
+    assert main(["reprocess", "--config", str(config_path)]) == EXIT_FAILURE  # one still fails
+    assert "replayed 1 dead letter(s) as 1 event(s); still failing (kept): invalid_json: 1 (1 now under a new " \
+           "reason)" in capsys.readouterr().out
+    config = tool_config(tmp_path)
+    buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
+    buffer.open()
+    try:
+        [record] = list(buffer.records())
+        assert record.topic == TOPIC and record.event["useCaseId"] == "uc-a"
+        [(_, letter)] = list(buffer.dead_letters())
+        assert letter.reason == "invalid_json" and letter.route == "inspection" and letter.payload == b"{not json"
+    finally:
+        buffer.close()
+    assert main(["reprocess", "--config", str(config_path)]) == EXIT_FAILURE  # same reason again: left as it was
+    assert "still failing (kept): invalid_json: 1\n" in capsys.readouterr().out
+
+
+def test_reprocess_takes_only_the_given_route_and_reason(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--route and --reason narrow the selection: other dead letters are not touched."""
+    _dead_letters_from_a_bad_route(tmp_path)
+    config_path = _write_config(tmp_path, "f/{line}/{camera}/detections")
+    assert main(["reprocess", "--config", str(config_path), "--route", "elsewhere"]) == EXIT_OK
+    assert main(["reprocess", "--config", str(config_path), "--reason", "invalid_json"]) == EXIT_OK
+    assert "replayed 0 dead letter(s) as 0 event(s); still failing (kept): none" in capsys.readouterr().out
+    config = tool_config(tmp_path)
+    buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
+    buffer.open()
+    try:
+        assert (buffer.depth, buffer.dead_letter_count) == (0, 2)
+    finally:
+        buffer.close()
+
+
+def test_reprocess_relabels_an_unreadable_api_rejected_record_instead_of_keeping_its_old_reason(
+        buffer: DiskBuffer, tmp_path: Path) -> None:
+    """A rejected record whose bytes no longer read is kept as unreadable_record (not replayed again)."""
+    buffer.append([], [DeadLetter(reason="api_rejected", detail="HTTP 400", topic=TOPIC, route="inspection",
+                                  payload=b"garbage", received_at_s=1.0, dead_at_s=1.0)])
+    result = dlq_replay(buffer, tool_config(tmp_path), DeadLetterFilter())
+    assert dict(result.still_failing) == {"unreadable_record": 1} and result.relabelled == 1
+    [(_, letter)] = list(buffer.dead_letters())
+    assert letter.reason == "unreadable_record" and letter.payload == b"garbage"
+    assert dlq_replay(buffer, tool_config(tmp_path), DeadLetterFilter()).skipped == {"unreadable_record": 1}
