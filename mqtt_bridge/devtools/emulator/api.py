@@ -2,9 +2,9 @@
 
 Owns: one handler per endpoint, turning a request into a store call and the store's result into the documented
 body and status (E1 201 `{"eventId", "created"}`, E2 201 `{"created", "eventIds"}` in request order, less what a
-partial-success fault drops, E3 201
-`{"success", "sourceId", "url"}`, E4 200, E5 200 `{"useCases", "lookbackDays"}`, E6 201, E7-E10 200), and the
-route table with the scopes each endpoint needs (spec §1.2). Validation lives in `rules`, `query` and `store`.
+partial-success fault drops, E3 201 `{"success", "sourceId", "url"}`, E4 200, E5 200 `{"useCases", "lookbackDays"}`,
+E6 201, E7-E10 200), and the route table with the scopes each endpoint needs (spec §1.2). Validation lives in
+`rules`, `query` and `store`.
 """
 
 from __future__ import annotations
