@@ -213,11 +213,12 @@ class Flusher:
         """One pass over what is not done yet. Whatever is done as a prefix is committed, even after an error."""
         try:
             items = self._upload_images(progress)
-            # an event a 201 left out goes again on its own, so that no other event shares its fate
+            # an event an earlier 201 left out goes again on its own (after the backoff), so that no other event
+            # shares its fate
+            again = [item for item in items if progress.unconfirmed[item[0]]]
             self._create([item for item in items if not progress.unconfirmed[item[0]]], progress)
-            for item in items:
-                if progress.unconfirmed[item[0]]:
-                    self._create([item], progress)
+            for item in again:
+                self._create([item], progress)
         except (AuthApiError, BillingApiError, RetryableApiError) as exc:
             return exc
         finally:
