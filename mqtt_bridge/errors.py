@@ -10,6 +10,7 @@
     └── ApiError               the Vision Events API did not accept a request
         ├── RetryableApiError  timeouts, connection errors, 408, 429, 5xx (carries retry_after_s)
         ├── AuthApiError       401/403: keep the data, mark the bridge not ready, retry later
+        ├── BillingApiError    402/423 (plan limit, quota, billing pause): keep the data, not ready, retry slowly
         └── PermanentApiError  any other 4xx: the request itself is wrong (carries status and body)
 
 "Retryable" is a type, not a flag: callers decide by `except` clause. Every dead letter says why with one of the
@@ -23,6 +24,7 @@ from enum import StrEnum
 __all__ = [
     "ApiError",
     "AuthApiError",
+    "BillingApiError",
     "BridgeError",
     "BufferCorrupt",
     "BufferLocked",
@@ -64,9 +66,10 @@ class DeadLetterReason(StrEnum):
     IMAGE_FETCH_FAILED = "image_fetch_failed"
     IMAGE_PATH_REFUSED = "image_path_refused"
     IMAGE_READ_FAILED = "image_read_failed"
-    # delivery (the flusher) and the buffer itself; the first two hold a buffered record, not the MQTT payload
+    # delivery (the flusher) and the buffer itself; the first three hold a buffered record, not the MQTT payload
     API_REJECTED = "api_rejected"
     UPLOAD_REJECTED = "upload_rejected"
+    NOT_CONFIRMED = "not_confirmed"  # the API answered 201 but left the event out of `eventIds`, every attempt
     UNREADABLE_RECORD = "unreadable_record"
 
 
@@ -127,6 +130,19 @@ class RetryableApiError(ApiError):
 
 class AuthApiError(ApiError):
     """401/403: the key is wrong or lacks a scope. Data is kept; the bridge reports not ready."""
+
+
+class BillingApiError(ApiError):
+    """402/423: a plan limit, a quota or a billing pause (docs' production checklist: do not retry until fixed).
+
+    Data is kept; the bridge reports not ready with the API's message and retries slowly (`retry_after_s` is the
+    server's `Retry-After`, when it sent one). Nothing is dead-lettered for it.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: str = "",
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message, status, body)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentApiError(ApiError):

@@ -63,6 +63,7 @@ class ServiceState:
     buffer_depth: int
     dead_letters: int
     last_error: str
+    api_not_ready_reason: str = ""  # "auth: ..." or "billing/quota: <the API's message>" while api_ready is False
 
 
 class Service:
@@ -138,7 +139,8 @@ class Service:
             self._flusher = Flusher(
                 self._buffer, TimedEventsApi(self._api, self.stats),
                 FlushSettings(config.flush.max_events, config.flush.max_bytes, config.flush.max_wait_s,
-                              config.api.retry_min_s, config.api.retry_max_s),
+                              config.api.retry_min_s, config.api.retry_max_s, config.flush.unconfirmed_attempts,
+                              config.api.billing_retry_s),
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
             self._intake = Receiver(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
@@ -240,6 +242,7 @@ class Service:
             api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
             buffer_depth=self._buffer.depth, dead_letters=self._buffer.dead_letter_count,
             last_error=self._fatal or (self._flusher.last_error if self._flusher else ""),
+            api_not_ready_reason=self._flusher.not_ready_reason if self._flusher else "",
         )
 
     def wait(self, status_interval_s: float = 60.0) -> None:
@@ -254,9 +257,9 @@ class Service:
             if time.monotonic() >= next_status:
                 next_status += status_interval_s
                 state = self.state()
-                log.info("status mqtt_connected=%s api_ready=%s depth=%d delivered=%d dead_letters=%d",
+                log.info("status mqtt_connected=%s api_ready=%s depth=%d delivered=%d dead_letters=%d api_reason=%r",
                          state.mqtt_connected, state.api_ready, state.buffer_depth,
-                         self.stats.count("events_delivered"), state.dead_letters)
+                         self.stats.count("events_delivered"), state.dead_letters, state.api_not_ready_reason)
 
     def shutdown(self) -> int:
         """Ordered shutdown under one deadline. Returns the exit code (0 clean, 1 after a fatal error)."""

@@ -2,11 +2,13 @@
 
 Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, use cases), the Bearer header (never
 `?api_key=`, which proxies log), a timeout on every request, one pooled session, and the mapping from outcomes to
-the error types of `errors.py`: 401/403 → AuthApiError, 408/429/5xx and network failures → RetryableApiError
-(with `Retry-After`), any other 4xx → PermanentApiError with the API's answer. Every answer text that enters the
-bridge here (error bodies, a redirect's Location) passes through `observe.redact` first: a gateway that echoes the
+the error types of `errors.py`: 401/403 → AuthApiError, 402/423 → BillingApiError (with `Retry-After`),
+408/429/5xx and network failures → RetryableApiError (with `Retry-After`), any other 4xx → PermanentApiError with
+the API's answer; and the batch answer as a `BatchAnswer` (which eventIds the API confirmed). Must not retry by
+itself, nor decide what an unconfirmed event means (the flusher does). Every answer text that enters the bridge
+here (error bodies, a redirect's Location) passes through `observe.redact` first: a gateway that echoes the
 request headers cannot put the key into dead letters, receipts, the trace or the status page. The key is
-registered with the redaction step when read. Must not retry by itself.
+registered with the redaction step when read.
 """
 
 from __future__ import annotations
@@ -16,30 +18,79 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
 import requests
 
 from mqtt_bridge import __version__
-from mqtt_bridge.errors import AuthApiError, PermanentApiError, RetryableApiError
+from mqtt_bridge.errors import AuthApiError, BillingApiError, PermanentApiError, RetryableApiError
 from mqtt_bridge.model.values import JsonDict, JsonValue
 from mqtt_bridge.observe.redact import add_secrets, redact
 
-__all__ = ["EventsApi", "VisionEventsClient", "parse_retry_after"]
+__all__ = ["BatchAnswer", "EventsApi", "VisionEventsClient", "error_message", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 _BODY_EXCERPT = 2000
 
 
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """What `POST /vision-events/batch` answered (201 `{"created": n, "eventIds": [...]}`, spec §6).
+
+    `event_ids` is None when the answer holds no `eventIds` list (an older server): the caller cannot tell which
+    events were created. `created` is None when the answer holds no integer `created`. `body` is an excerpt of the
+    answer, kept with a dead letter.
+    """
+
+    event_ids: frozenset[str] | None
+    created: int | None = None
+    status: int = 201
+    body: str = ""
+
+    @classmethod
+    def from_json(cls, answer: JsonValue, status: int = 201, body: str = "") -> BatchAnswer:
+        """Read an answer body; anything that is not a list of strings under `eventIds` reads as no list."""
+        if not isinstance(answer, dict):
+            return cls(None, None, status, body)
+        ids = answer.get("eventIds")
+        created = answer.get("created")
+        event_ids = None
+        if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+            event_ids = frozenset(i for i in ids if isinstance(i, str))
+        return cls(event_ids, created if isinstance(created, int) and not isinstance(created, bool) else None,
+                   status, body)
+
+    def is_confirmed(self, event_id: str) -> bool:
+        """Whether the answer lists `event_id` (True for every event when the answer has no `eventIds`)."""
+        return self.event_ids is None or event_id in self.event_ids
+
+
 class EventsApi(Protocol):
     """What the flusher needs from the API (a seam for unit tests)."""
 
-    def create_batch(self, events: list[JsonDict]) -> None:
-        """Create or overwrite up to 100 events."""
+    def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
+        """Create or overwrite up to 100 events; the answer says which the API confirmed."""
 
     def upload_image(self, data: bytes, name: str) -> str:
         """Upload one image and return its sourceId."""
+
+
+def error_message(body: str) -> str:
+    """The API's own message from an error body (`{"error": "..."}`, spec §4.1; `message` too), else ""."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(parsed, dict):
+        for key in ("error", "message"):
+            value = parsed.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return str(value["message"])[:300]
+    return ""
 
 
 def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
@@ -85,6 +136,11 @@ class VisionEventsClient:
 
     def _request(self, method: str, path: str, *, json_body: JsonValue = None,
                  files: dict[str, tuple[str, bytes, str]] | None = None) -> JsonValue:
+        return self._exchange(method, path, json_body=json_body, files=files)[0]
+
+    def _exchange(self, method: str, path: str, *, json_body: JsonValue = None,
+                  files: dict[str, tuple[str, bytes, str]] | None = None) -> tuple[JsonValue, int, str]:
+        """One request: (parsed 2xx body, status, body excerpt); any other outcome raises an ApiError."""
         headers = {"Authorization": f"Bearer {self._key}"}
         data = None
         if json_body is not None:
@@ -105,10 +161,14 @@ class VisionEventsClient:
                 parsed: JsonValue = orjson.loads(response.content) if response.content else None
             except orjson.JSONDecodeError:
                 parsed = None
-            return parsed
+            return parsed, status, body
         message = f"{method} {path}: HTTP {status}"
         if status in (401, 403):
             raise AuthApiError(message, status, body)
+        if status in (402, 423):
+            # plan limit, quota, billing pause: "do not retry until fixed" (docs' production checklist, spec §6)
+            raise BillingApiError(message, status, body,
+                                  retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
         if 300 <= status < 400:
             # a redirect (e.g. http -> https, or a proxy) is a configuration problem, not a bad event: keep the
             # data and report not ready, like a refused key, instead of dead-lettering every event
@@ -120,12 +180,10 @@ class VisionEventsClient:
                                     retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
         raise PermanentApiError(message, status, body)
 
-    def create_batch(self, events: list[JsonDict]) -> None:
-        """`POST /vision-events/batch` with up to 100 events (an upsert by eventId)."""
-        answer = self._request("POST", "/batch", json_body={"events": events})  # type: ignore[dict-item]
-        created = answer.get("created") if isinstance(answer, dict) else None
-        if isinstance(created, int) and created != len(events):
-            log.warning("batch anomaly sent=%d created=%d", len(events), created)
+    def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
+        """`POST /vision-events/batch` with up to 100 events (an upsert by eventId); returns what it confirmed."""
+        answer, status, body = self._exchange("POST", "/batch", json_body={"events": events})  # type: ignore[dict-item]
+        return BatchAnswer.from_json(answer, status, body)
 
     def upload_image(self, data: bytes, name: str) -> str:
         """`POST /vision-events/upload` (multipart field `file`); returns the sourceId."""

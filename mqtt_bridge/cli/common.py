@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, TextIO
 
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.config.load import load_config
-from mqtt_bridge.errors import ApiError, AuthApiError, BridgeError, BufferLocked, ConfigError, StorageError
+from mqtt_bridge.errors import (
+    ApiError,
+    AuthApiError,
+    BillingApiError,
+    BridgeError,
+    BufferLocked,
+    ConfigError,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from mqtt_bridge.storage.buffer import DiskBuffer
@@ -96,6 +104,10 @@ def operator_errors(action: Callable[[BridgeConfig], int]) -> Callable[[BridgeCo
             return EXIT_BUFFER
         except AuthApiError as exc:
             print(f"the API refused the key: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        except BillingApiError as exc:
+            print(f"the API refused for billing or quota (plan limit, quota reached or billing paused): {exc} "
+                  f"{exc.body[:300]}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         except ApiError as exc:
             print(f"the API did not answer as expected: {exc} {exc.body[:300]}", file=sys.stderr)

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 # reasons whose dead letter holds a buffered Record (replay re-queues it); every other one holds the raw message
-API_REASONS = (DeadLetterReason.API_REJECTED, DeadLetterReason.UPLOAD_REJECTED)
+API_REASONS = (DeadLetterReason.API_REJECTED, DeadLetterReason.UPLOAD_REJECTED, DeadLetterReason.NOT_CONFIRMED)
 _NOT_REPLAYABLE = (DeadLetterReason.UNREADABLE_RECORD,)
 _REPLAY_CHUNK = 200
 

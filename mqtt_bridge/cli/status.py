@@ -103,6 +103,7 @@ def _print_live(live: JsonDict, out: TextIO) -> None:
         f"bridge:        running v{live.get('version')}, up {_age(float(str(live.get('uptimeS') or 0)))}, "
         f"{'READY' if state.get('ready') else 'NOT READY'}",
         f"mqtt:          connected={_yes(state.get('mqttConnected'))} subscribed={_yes(state.get('mqttSubscribed'))}",
+        f"api:           NOT READY: {state.get('apiReason')}" if state.get("apiReason") else
         f"api:           key accepted={_yes(state.get('apiReady'))}",
         f"buffer:        {buffer.get('depth')} waiting, oldest {_age(float(str(oldest or 0)))}, "
         f"{buffer.get('bytes')} bytes, writable={_yes(state.get('bufferWritable'))}, "

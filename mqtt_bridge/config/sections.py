@@ -134,6 +134,9 @@ class ApiConfig(_Model):
     read_timeout_s: float = Field(30.0, gt=0, le=600, description="Response timeout per request.")
     retry_min_s: float = Field(1.0, gt=0, description="First retry delay after a retryable failure.")
     retry_max_s: float = Field(60.0, gt=0, description="Longest retry delay (jittered exponential backoff).")
+    billing_retry_s: float = Field(300.0, gt=0, le=86400, description=(
+        "After 402/423 (plan limit, quota, billing pause) the data is kept, the bridge reports not ready and "
+        "retries this often; a Retry-After in the answer wins."))
 
     @model_validator(mode="after")
     def _key(self) -> ApiConfig:
@@ -173,6 +176,9 @@ class FlushConfig(_Model):
     max_bytes: ByteSize = Field(5 * 2**20, description="Largest batch request body.")
     max_wait_s: float = Field(0.5, ge=0, le=60, description="Longest time an event waits for its batch to fill.")
     shutdown_grace_s: float = Field(10.0, ge=0, le=600, description="On SIGTERM, time to finish the batch in flight.")
+    unconfirmed_attempts: int = Field(3, ge=1, le=100, description=(
+        "Answers (201) that may leave an event out of their eventIds before it is dead-lettered as not_confirmed; "
+        "each time it is re-sent alone with the retry backoff."))
 
 
 class HealthConfig(_Model):

@@ -278,6 +278,7 @@ class HealthServer:
         detail = {"ready": state.is_ready}
         if authorized:
             detail.update({"mqtt_connected": state.mqtt_connected, "api_ready": state.api_ready,
+                           "api_reason": state.api_not_ready_reason,
                            "buffer_writable": state.buffer_writable, "backpressured": state.backpressured,
                            "buffer_depth": state.buffer_depth, "error": state.last_error})
         return (200 if state.is_ready else 503), orjson.dumps(detail), _JSON

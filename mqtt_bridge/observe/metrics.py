@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from mqtt_bridge import __version__
-from mqtt_bridge.api.client import EventsApi
+from mqtt_bridge.api.client import BatchAnswer, EventsApi
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.stats import LATENCY_BUCKETS_S, Stats
 
@@ -32,9 +32,12 @@ PREFIX = "mqtt_bridge_"
 COUNTERS: dict[str, tuple[str, str]] = {
     "messages_received": ("route", "MQTT messages taken off the broker, by route ('(none)' when no route matched)."),
     "events_buffered": ("", "Events committed to the disk buffer."),
-    "events_delivered": ("", "Events the API accepted (2xx)."),
+    "events_delivered": ("", "Events the API confirmed (listed in the batch answer's eventIds)."),
+    "events_unconfirmed": ("", "Times a batch answer (201) left a sent event out of its eventIds; the event is "
+                               "re-sent, and dead-lettered as not_confirmed after flush.unconfirmed_attempts."),
     "dead_letters": ("reason", "Messages or events moved to the dead letters, by reason."),
-    "api_retries": ("status", "Retryable API failures, by HTTP status ('network' for timeouts and resets)."),
+    "api_retries": ("status", "API failures that keep the data and retry (429/5xx, 401/403, 402/423), by HTTP "
+                              "status ('network' for timeouts and resets)."),
     "api_batches": ("", "Batch requests the API accepted."),
     "images_uploaded": ("", "Images uploaded to the API."),
     "boxes_dropped": ("route", "Zero-area or inverted boxes dropped at ingest, by route."),
@@ -184,11 +187,11 @@ class TimedEventsApi:
         self._api = api
         self._stats = stats
 
-    def create_batch(self, events: list[JsonDict]) -> None:
-        """Create or overwrite up to 100 events (timed)."""
+    def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
+        """Create or overwrite up to 100 events (timed); the answer says which the API confirmed."""
         started = time.monotonic()
         try:
-            self._api.create_batch(events)
+            return self._api.create_batch(events)
         finally:
             self._stats.observe("api_request_seconds", time.monotonic() - started, label="batch")
 

@@ -58,6 +58,9 @@ class StateView(Protocol):
     @property
     def last_error(self) -> str: ...
 
+    @property
+    def api_not_ready_reason(self) -> str: ...
+
 
 class BufferView(Protocol):
     """Buffer facts for the page (`metrics.BufferGauges`)."""
@@ -128,6 +131,7 @@ class StatusReport:
             "state": {"alive": state.is_alive, "ready": state.is_ready, "mqttConnected": state.mqtt_connected,
                       "mqttSubscribed": state.mqtt_subscribed, "apiReady": state.api_ready,
                       "bufferWritable": state.buffer_writable, "backpressured": state.backpressured,
+                      "apiReason": redact(state.api_not_ready_reason[:500]),
                       "lastError": redact(state.last_error[:500])},
             "buffer": {"depth": state.buffer_depth, "bytes": buffer.bytes,
                        "oldestAgeS": round(buffer.oldest_age_s, 3), "deadLetters": state.dead_letters},
@@ -215,7 +219,7 @@ function render(s) {
   $("conn").innerHTML = [
     ["MQTT broker", pill(st.mqttConnected, "connected", "disconnected")],
     ["Subscriptions", pill(st.mqttSubscribed, "subscribed", "not subscribed")],
-    ["Vision Events API", pill(st.apiReady, "key accepted", "key refused")],
+    ["Vision Events API", pill(st.apiReady, "key accepted", esc(st.apiReason || "key refused"))],
     ["Buffer", pill(st.bufferWritable && !st.backpressured, "writable",
       st.backpressured ? "over high-water mark" : "not writable", st.backpressured)],
     ["Receipts", s.receipts.enabled ? `${s.receipts.published} sent` +

@@ -1,8 +1,10 @@
 """Scripted faults of the emulator: the value that describes them and the script that hands them out.
 
 Owns: `Faults` (statuses, "API down", `Retry-After`, delays, a reset after commit, poisoned event ids: the fault
-list of spec §4.5), its JSON form for the control API, and `FaultScript`, which gives each request its faults
-atomically so that concurrent writes consume scripted statuses in order. Must not open sockets.
+list of spec §4.5; the message of an injected status, e.g. a 402/423 billing or quota stop; and a partial batch
+success, spec §6: a 201 whose `eventIds` leave some events out, unstored), its JSON form for the control API, and
+`FaultScript`, which gives each request its faults atomically so that concurrent writes consume scripted statuses
+in order. Must not open sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ __all__ = ["FaultScript", "Faults"]
 
 logger = logging.getLogger(__name__)
 
-_FIELDS = {"statuses", "status_always", "retry_after_s", "delay_s", "reset_after_commit", "fail_event_ids"}
+_FIELDS = {"statuses", "status_always", "retry_after_s", "delay_s", "reset_after_commit", "fail_event_ids",
+           "status_message", "drop_event_ids", "partial", "partial_once"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,13 @@ class Faults:
         reset_after_commit: for this many successful event writes (E1, E2), store the events and then reset
             the TCP connection instead of answering.
         fail_event_ids: an event write containing one of these ids is refused whole with 400.
+        status_message: the `{"error": ...}` text of injected statuses (default: the status phrase), e.g.
+            `status_always=402` with "Monthly event quota reached" plays a billing stop until cleared.
+        drop_event_ids: a batch write (E2) answers 201 without these events: not stored, not in `eventIds`, not
+            counted in `created` (the other events are stored and confirmed).
+        partial: a batch write (E2) of more than this many events stores and confirms only its first `partial`.
+        partial_once: `partial` applies to the next batch it shortens only, and each id of `drop_event_ids` is
+            dropped from the next batch that holds it only; otherwise both last until cleared.
     """
 
     statuses: tuple[int, ...] = ()
@@ -41,6 +51,10 @@ class Faults:
     delay_s: float = 0.0
     reset_after_commit: int = 0
     fail_event_ids: frozenset[str] = field(default_factory=frozenset)
+    status_message: str | None = None
+    drop_event_ids: frozenset[str] = field(default_factory=frozenset)
+    partial: int | None = None
+    partial_once: bool = False
 
     def __post_init__(self) -> None:
         for status in (*self.statuses, *(() if self.status_always is None else (self.status_always,))):
@@ -53,6 +67,8 @@ class Faults:
             raise ValueError("delay_s must be >= 0")
         if self.reset_after_commit < 0:
             raise ValueError("reset_after_commit must be >= 0")
+        if self.partial is not None and (isinstance(self.partial, bool) or self.partial < 0):
+            raise ValueError("partial must be an int >= 0")
 
     @classmethod
     def from_json(cls, data: JsonValue) -> Faults:
@@ -73,16 +89,31 @@ class Faults:
             raise ValueError("status_always and reset_after_commit must be ints")
         if not (retry is None or isinstance(retry, int | float)) or not isinstance(delay, int | float):
             raise ValueError("retry_after_s and delay_s must be numbers")
+        message, drops = data.get("status_message"), data.get("drop_event_ids") or []
+        partial, once = data.get("partial"), data.get("partial_once") or False
+        if not (message is None or isinstance(message, str)):
+            raise ValueError("status_message must be a string")
+        if not isinstance(drops, list) or not all(isinstance(i, str) for i in drops):
+            raise ValueError("drop_event_ids must be a list of strings")
+        if not (partial is None or (isinstance(partial, int) and not isinstance(partial, bool))):
+            raise ValueError("partial must be an int")
+        if not isinstance(once, bool):
+            raise ValueError("partial_once must be a boolean")
         return cls(statuses=tuple(s for s in statuses if isinstance(s, int)), status_always=always,
                    retry_after_s=None if retry is None else float(retry), delay_s=float(delay),
-                   reset_after_commit=resets, fail_event_ids=frozenset(i for i in ids if isinstance(i, str)))
+                   reset_after_commit=resets, fail_event_ids=frozenset(i for i in ids if isinstance(i, str)),
+                   status_message=message, drop_event_ids=frozenset(i for i in drops if isinstance(i, str)),
+                   partial=partial, partial_once=once)
 
     def to_json(self) -> JsonDict:
         """Render with the field names `from_json` accepts."""
         return {"statuses": list[JsonValue](self.statuses), "status_always": self.status_always,
                 "retry_after_s": self.retry_after_s, "delay_s": self.delay_s,
                 "reset_after_commit": self.reset_after_commit,
-                "fail_event_ids": list[JsonValue](sorted(self.fail_event_ids))}
+                "fail_event_ids": list[JsonValue](sorted(self.fail_event_ids)),
+                "status_message": self.status_message,
+                "drop_event_ids": list[JsonValue](sorted(self.drop_event_ids)), "partial": self.partial,
+                "partial_once": self.partial_once}
 
     def retry_after_headers(self) -> tuple[tuple[str, str], ...]:
         """The `Retry-After` header of an injected status, if one is scripted (a decimal when not whole)."""
@@ -121,6 +152,20 @@ class FaultScript:
                 status = faults.statuses[0]
                 self._faults = replace(faults, statuses=faults.statuses[1:])
             return faults, status
+
+    def take_drops(self, event_ids: list[str]) -> set[int]:
+        """The positions of a batch write's events to leave out of the answer (consuming a `partial_once` fault)."""
+        with self._lock:
+            faults = self._faults
+            drop = {index for index, event_id in enumerate(event_ids) if event_id in faults.drop_event_ids}
+            is_shortened = faults.partial is not None and len(event_ids) > faults.partial
+            if is_shortened and faults.partial is not None:
+                drop |= set(range(faults.partial, len(event_ids)))
+            if faults.partial_once and drop:
+                dropped_ids = {event_ids[index] for index in drop}
+                self._faults = replace(faults, partial=None if is_shortened else faults.partial,
+                                       drop_event_ids=faults.drop_event_ids - dropped_ids)
+            return drop
 
     def take_reset(self) -> bool:
         """Whether this committed event write is answered with a reset (consuming one scripted reset)."""

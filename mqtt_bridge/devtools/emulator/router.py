@@ -72,7 +72,8 @@ class Router:
             self._stopping.wait(faults.delay_s)  # an Event, not sleep: stop() must not wait for a slow reply
         if status is not None:
             logger.info("emulator injected status=%d path=%s", status, request.path)
-            return error_response(status, HTTPStatus(status).phrase, faults.retry_after_headers())
+            return error_response(status, faults.status_message or HTTPStatus(status).phrase,
+                                  faults.retry_after_headers())
         response = route.handler(request, args)
         if route.is_event_write and response.status < 300 and self._faults.take_reset():
             logger.info("emulator reset connection after commit path=%s", request.path)

@@ -142,10 +142,12 @@ class Emulator:
 
     def set_faults(self, *, statuses: Iterable[int] = (), status_always: int | None = None,
                    retry_after_s: float | None = None, delay_s: float = 0.0, reset_after_commit: int = 0,
-                   fail_event_ids: Iterable[str] = ()) -> Faults:
+                   fail_event_ids: Iterable[str] = (), status_message: str | None = None,
+                   drop_event_ids: Iterable[str] = (), partial: int | None = None,
+                   partial_once: bool = False) -> Faults:
         """Replace the fault script (see `Faults` for each field). Raises ValueError for a bad value."""
         faults = Faults(tuple(statuses), status_always, retry_after_s, delay_s, reset_after_commit,
-                        frozenset(fail_event_ids))
+                        frozenset(fail_event_ids), status_message, frozenset(drop_event_ids), partial, partial_once)
         self.apply_faults(faults)
         return faults
 

@@ -180,11 +180,12 @@ class EventStore:
     # ---- events (E1, E2) -----------------------------------------------------------------------------------
 
     def write_events(self, events: list[JsonValue], *, is_batch: bool,
-                     reject_ids: frozenset[str] = frozenset()) -> list[str]:
+                     reject_ids: frozenset[str] = frozenset(), skip: frozenset[int] = frozenset()) -> list[str]:
         """Judge every event, then upsert all of them, or none (G4). Returns the ids in request order.
 
         A problem raises RequestRejected(400) whose message starts with `events[i]: ` in a batch. The size of a
-        batch is judged by `rules.batch_problems` before this is called.
+        batch is judged by `rules.batch_problems` before this is called. The events at the positions in `skip`
+        are judged but not stored, nor returned (a partial success played by a fault).
         """
         now = datetime.now(UTC)
         with self._lock:
@@ -199,7 +200,9 @@ class EventStore:
                     prefix = f"events[{index}]: " if is_batch else ""
                     raise RequestRejected(exc.status, prefix + exc.message) from None
             ids = []
-            for stored in checked:
+            for position, stored in enumerate(checked):
+                if position in skip:
+                    continue
                 event_id = str(stored.event["eventId"])
                 use_case_id = str(stored.event["useCaseId"])
                 if use_case_id not in self._use_cases:  # only reachable with auto_create_use_cases

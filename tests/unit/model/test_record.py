@@ -41,4 +41,5 @@ def test_dead_letter_reason_values_never_change() -> None:
         "topic_not_utf8", "payload_too_large", "no_route", "template_field_missing", "invalid_json",
         "invalid_message", "unknown_format", "unknown_alias", "bad_box", "bad_timestamp", "event_id_missing",
         "invalid_event", "internal_error", "bad_image", "image_rejected", "image_url_refused", "image_fetch_failed",
-        "image_path_refused", "image_read_failed", "api_rejected", "upload_rejected", "unreadable_record"])
+        "image_path_refused", "image_read_failed", "api_rejected", "upload_rejected", "not_confirmed",
+        "unreadable_record"])

@@ -28,6 +28,7 @@ class _State:
     buffer_depth: int = 0
     dead_letters: int = 0
     last_error: str = ""
+    api_not_ready_reason: str = ""
 
 
 def _server(**options: object) -> HealthServer:

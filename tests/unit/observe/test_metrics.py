@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from mqtt_bridge.api.client import BatchAnswer
 from mqtt_bridge.errors import RetryableApiError
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
@@ -82,7 +83,7 @@ def test_metrics_unknown_counter_is_still_exported() -> None:
 
 
 class _FailingApi:
-    def create_batch(self, events: list[JsonDict]) -> None:
+    def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
         raise RetryableApiError("POST /batch: timed out")
 
     def upload_image(self, data: bytes, name: str) -> str:

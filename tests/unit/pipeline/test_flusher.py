@@ -1,4 +1,5 @@
-"""The flusher over a real DiskBuffer and a fake Vision Events API: batching, uploads, retries, splitting, auth."""
+"""The flusher over a real DiskBuffer and a fake Vision Events API: batching, uploads, retries, splitting, auth,
+confirmed delivery (only what the answer's eventIds list) and billing stops."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_bridge.errors import AuthApiError, RetryableApiError
+from mqtt_bridge.errors import AuthApiError, BillingApiError, RetryableApiError
 from mqtt_bridge.images.checks import content_hash
 from mqtt_bridge.model.record import Record
 from mqtt_bridge.model.values import JsonDict
@@ -286,3 +287,157 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
     assert 0.5 <= backoff.next_delay_s() <= 1.0
     assert backoff.next_delay_s(retry_after_s=30.0) == 30.0
     assert backoff.next_delay_s(retry_after_s=10**6) == 3600.0  # an absurd Retry-After is capped at an hour
+
+
+# --- only what the API confirmed is delivered (issue 12 item 1) ---------------------------------------------------
+
+
+def test_flusher_resends_alone_what_the_answer_left_out_and_delivers_everything(buffer: DiskBuffer) -> None:
+    """A 201 that confirms 98 of 100: the 98 are done, the 2 left out are re-sent each on its own and delivered;
+    nothing is lost, nothing delivered twice."""
+    buffer.append([_record(i) for i in range(100)], [])
+    api, stats, outcomes = FakeEventsApi(drop_once_event_ids={"e3", "e70"}), Stats(), _Outcomes()
+    with _running(buffer, api, stats=stats, outcomes=outcomes):
+        wait_until(lambda: buffer.depth == 0, message="buffer drained")
+    calls = api.batch_calls()
+    assert [call.event_ids for call in calls] == [tuple(f"e{i}" for i in range(100)), ("e3",), ("e70",)]
+    assert sorted(api.events) == sorted(f"e{i}" for i in range(100)) and len(api.created) == 100
+    assert buffer.dead_letter_count == 0
+    assert stats.count("events_unconfirmed") == 2 and stats.count("events_delivered") == 100
+    assert sorted(event_id for event_id, status, _ in outcomes.seen if status == "delivered") == \
+        sorted(f"e{i}" for i in range(100))
+
+
+def test_flusher_deletes_nothing_the_api_has_not_confirmed(buffer: DiskBuffer) -> None:
+    """While an event waits for its re-send, it and every event behind it stay in the buffer (only a confirmed
+    prefix is deleted), and only the unconfirmed event is sent again."""
+    buffer.append([_record(i) for i in range(10)], [])
+    api = FakeEventsApi(drop_event_ids={"e3"})
+    settings = FlushSettings(max_wait_s=0.0, retry_min_s=30.0, retry_max_s=60.0, unconfirmed_attempts=3)
+    with _running(buffer, api, settings):
+        wait_until(lambda: len(api.batch_calls()) == 1 and buffer.depth == 7, message="the first answer settled")
+        assert [record.event_id for record in buffer.peek(10, 2**20)] == [f"e{i}" for i in range(3, 10)]
+    assert "e3" not in api.events and buffer.dead_letter_count == 0
+
+
+def test_flusher_dead_letters_an_event_the_api_never_confirms_as_not_confirmed(buffer: DiskBuffer) -> None:
+    """An event left out of `unconfirmed_attempts` answers is dead-lettered as not_confirmed with the API's answer;
+    the others are delivered, each once."""
+    buffer.append([_record(i) for i in range(4)], [])
+    api, stats, outcomes = FakeEventsApi(drop_event_ids={"e1"}), Stats(), _Outcomes()
+    settings = FlushSettings(max_wait_s=0.0, retry_min_s=0.01, retry_max_s=0.05, unconfirmed_attempts=3)
+    with _running(buffer, api, settings, stats, outcomes):
+        wait_until(lambda: buffer.depth == 0, message="batch finished")
+    assert [call.event_ids for call in api.batch_calls()] == [("e0", "e1", "e2", "e3"), ("e1",), ("e1",)]
+    assert api.created == ["e0", "e2", "e3"]
+    [(_, letter)] = list(buffer.dead_letters())
+    assert (letter.reason, letter.event_id, letter.api_status) == ("not_confirmed", "e1", 201)
+    assert letter.api_body == '{"created": 0, "eventIds": []}'  # the last answer, which left it out
+    assert "3 answers" in letter.detail
+    assert Record.from_bytes(letter.payload) == _record(1)  # replayable like api_rejected
+    assert stats.count("events_unconfirmed") == 3 and stats.count("dead_letters", "not_confirmed") == 1
+    assert stats.count("events_delivered") == 3
+    assert ("e1", "dead_lettered", 'not_confirmed: {"created": 0, "eventIds": []}') in outcomes.seen
+
+
+def test_flusher_answer_without_event_ids_counts_every_sent_event_and_warns_once(
+        buffer: DiskBuffer, caplog: pytest.LogCaptureFixture) -> None:
+    """An older server's answer (`created` only) keeps the old rule: every sent event is done; one warning."""
+    buffer.append([_record(i) for i in range(250)], [])
+    api, stats = FakeEventsApi(is_answering_without_event_ids=True), Stats()
+    with caplog.at_level("WARNING", logger="mqtt_bridge.pipeline.flusher"), _running(buffer, api, stats=stats):
+        wait_until(lambda: buffer.depth == 0, message="buffer drained")
+    assert len(api.batch_calls()) == 3 and stats.count("events_delivered") == 250
+    assert stats.count("events_unconfirmed") == 0
+    assert sum("holds no eventIds" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_flusher_a_crash_between_answer_and_delete_resends_the_batch_and_loses_nothing(buffer: DiskBuffer) -> None:
+    """When the delete after a confirmed answer fails (a crash stand-in), the batch stays and is sent again; the
+    upsert by eventId absorbs the repeat."""
+    buffer.append([_record(i) for i in range(5)], [])
+    api, stats = FakeEventsApi(), Stats()
+    complete = buffer.complete
+    crashes = [RuntimeError("crash before the delete")]
+
+    def crashing_complete(*args: object, **kwargs: object) -> None:
+        if crashes:
+            raise crashes.pop()
+        complete(*args, **kwargs)  # type: ignore[arg-type]
+
+    buffer.complete = crashing_complete  # type: ignore[method-assign]
+    with _running(buffer, api, stats=stats):
+        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered after the crash")
+    assert [call.event_ids for call in api.batch_calls()] == [tuple(f"e{i}" for i in range(5))] * 2
+    assert sorted(api.events) == [f"e{i}" for i in range(5)] and buffer.dead_letter_count == 0
+    assert stats.count("flusher_errors") == 1 and stats.count("events_delivered") == 5
+
+
+# --- 402 / 423: billing and quota stops (issue 12 item 2) ----------------------------------------------------------
+
+
+def _billing(status: int = 402, message: str = "Monthly event quota reached",
+             retry_after_s: float | None = None) -> BillingApiError:
+    return BillingApiError(f"POST /batch: HTTP {status}", status, f'{{"error": "{message}"}}',
+                           retry_after_s=retry_after_s)
+
+
+def test_flusher_billing_stop_keeps_everything_and_reports_the_api_message_then_resumes(buffer: DiskBuffer) -> None:
+    """402 dead-letters nothing: the records stay, the API is not ready with "billing/quota: <message>", retries
+    wait `billing_retry_s` (not the short backoff), and delivery resumes at once when a retry succeeds."""
+    buffer.append([_record(i) for i in range(6)], [])
+    api, stats, outcomes = FakeEventsApi(), Stats(), _Outcomes()
+    api.fail_batches(*[_billing() for _ in range(1000)])
+    settings = FlushSettings(max_wait_s=0.0, retry_min_s=0.01, retry_max_s=0.05, billing_retry_s=0.3)
+    with _running(buffer, api, settings, stats, outcomes) as flusher:
+        wait_until(lambda: len(api.batch_calls()) >= 3, message="refused three times")
+        assert not flusher.is_api_ready
+        assert flusher.not_ready_reason == "billing/quota: Monthly event quota reached (HTTP 402)"
+        assert buffer.depth == 6 and buffer.dead_letter_count == 0
+        api.heal()  # the plan was upgraded
+        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered once billing is fixed")
+        assert flusher.is_api_ready and flusher.not_ready_reason == "" and flusher.last_error == ""
+    calls = api.batch_calls()
+    gaps = [later.at_s - earlier.at_s for earlier, later in pairwise(calls)]
+    assert all(gap >= 0.3 for gap in gaps)  # slow retries
+    assert buffer.dead_letter_count == 0 and api.created == [f"e{i}" for i in range(6)]
+    assert stats.count("api_retries", "402") == len(calls) - 1 and outcomes.auth_errors == 0
+    assert all(status == "delivered" for _, status, _ in outcomes.seen)
+
+
+def test_flusher_billing_stop_honours_retry_after(buffer: DiskBuffer) -> None:
+    """A 423 with Retry-After is retried when the server said, not after the (long) billing interval."""
+    buffer.append([_record(1)], [])
+    api = FakeEventsApi()
+    api.fail_batches(_billing(423, "Billing paused", retry_after_s=0.3))
+    settings = FlushSettings(max_wait_s=0.0, retry_min_s=0.01, retry_max_s=0.05, billing_retry_s=300.0)
+    with _running(buffer, api, settings):
+        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered after Retry-After")
+    first, second = api.batch_calls()
+    assert 0.3 <= second.at_s - first.at_s < 5
+
+
+def test_flusher_billing_stop_on_an_upload_keeps_the_record(buffer: DiskBuffer) -> None:
+    """A 402 on an image upload is no upload_rejected: the record waits and goes out with its image later."""
+    buffer.append([_record(0, tiny_png(8)), _record(1)], [])
+    api, stats = FakeEventsApi(), Stats()
+    api.upload_errors.append(BillingApiError("POST /upload: HTTP 402", 402, '{"error": "quota"}'))
+    settings = FlushSettings(max_wait_s=0.0, retry_min_s=0.01, retry_max_s=0.05, billing_retry_s=0.05)
+    with _running(buffer, api, settings, stats):
+        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered after the billing stop")
+    assert buffer.dead_letter_count == 0 and api.created == ["e0", "e1"]
+    assert api.events["e0"]["images"] == [{"label": "cam", "sourceId": "src-1"}]
+
+
+def test_flusher_auth_error_reports_an_auth_reason(buffer: DiskBuffer) -> None:
+    """401/403 mark the API not ready with an `auth:` reason holding the API's message."""
+    buffer.append([_record(1)], [])
+    api = FakeEventsApi()
+    api.fail_batches(*[AuthApiError("POST /batch: HTTP 403", 403, '{"error": "Insufficient permissions"}')
+                       for _ in range(1000)])
+    with _running(buffer, api) as flusher:
+        wait_until(lambda: not flusher.is_api_ready, message="not ready")
+        assert flusher.not_ready_reason == "auth: POST /batch: HTTP 403: Insufficient permissions"
+        api.heal()
+        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered")
+        assert flusher.not_ready_reason == ""
