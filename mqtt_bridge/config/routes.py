@@ -28,9 +28,20 @@ from mqtt_bridge.config.sections import ByteSize, _Model
 from mqtt_bridge.decode.names import FORMATS
 from mqtt_bridge.model.event import EVENT_TYPES, MAX_PREDICTIONS_PER_LIST
 
-__all__ = ["ImageOptions", "RouteConfig"]
+__all__ = ["ImageOptions", "RouteConfig", "TimestampPolicy"]
 
 
+class TimestampPolicy(_Model):
+    """Which time an event carries, and what happens to a payload time outside the API's window (one year back to
+    tomorrow): a camera or PLC without NTP drifts by days, and the API refuses such an event."""
+
+    source: Literal["payload", "receive"] = Field("payload", description=(
+        "payload: the message's own time (the receive time when it has none); receive: always the time the bridge "
+        "received the message."))
+    out_of_window: Literal["receive", "dead_letter"] = Field("receive", description=(
+        "A payload time outside the window. receive: use the receive time instead, keep the original in "
+        "customMetadata.sourceTimestamp, count it (mqtt_bridge_timestamps_replaced_total) and warn (rate-limited); "
+        "dead_letter: dead-letter the message (invalid_event)."))
 
 
 class ImageOptions(_Model):
@@ -85,6 +96,9 @@ class RouteConfig(_Model):
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="customMetadata fields; string values are templates.")
     event_id_field: str | None = Field(None, description="Payload field holding the eventId (dotted path).")
+    timestamp: TimestampPolicy = Field(default_factory=TimestampPolicy, description=(
+        "The event's time: the payload's or the receive time, and what to do with a payload time the API would "
+        "refuse."))
     receipt_topic: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^$+#\x00][^+#\x00]*$",
                                       description=(
         "Publish a delivery receipt {eventId, status, reason, sourceTopic} here (QoS 1) once the event is "

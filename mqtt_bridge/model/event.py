@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
-__all__ = ["EVENT_TYPES", "MAX_ID_CHARS", "MAX_METADATA_KEYS", "MAX_PREDICTIONS_PER_LIST", "event_problems"]
+__all__ = ["EVENT_TYPES", "MAX_ID_CHARS", "MAX_METADATA_KEYS", "MAX_PREDICTIONS_PER_LIST", "event_problems",
+           "timestamp_in_window"]
 
 
 EVENT_TYPES = ("quality_check", "inventory_count", "safety_alert", "custom", "operator_feedback")
@@ -139,6 +140,11 @@ def _image_problems(images: JsonValue) -> list[str]:
     return problems
 
 
+def timestamp_in_window(stamp: datetime, now: datetime) -> bool:
+    """Whether the API accepts this event time: between one year before `now` and one day after it."""
+    return now - _YEAR <= stamp <= now + _DAY
+
+
 def event_problems(event: JsonDict, now: datetime) -> list[str]:
     """List every reason the Vision Events API would refuse `event` (empty when it is valid).
 
@@ -162,7 +168,7 @@ def event_problems(event: JsonDict, now: datetime) -> list[str]:
     stamp = parse_timestamp(event.get("timestamp")) if isinstance(event.get("timestamp"), str) else None
     if stamp is None:
         problems.append("timestamp must be an ISO 8601 string")
-    elif not now - _YEAR <= stamp <= now + _DAY:
+    elif not timestamp_in_window(stamp, now):
         problems.append("timestamp must lie between one year ago and tomorrow")
     if "customMetadata" in event:
         problems.extend(_metadata_problems(event["customMetadata"], "customMetadata"))
