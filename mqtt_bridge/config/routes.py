@@ -95,7 +95,12 @@ class RouteConfig(_Model):
         default_factory=dict, description="eventData fields; string values are templates.")
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="customMetadata fields; string values are templates.")
-    event_id_field: str | None = Field(None, description="Payload field holding the eventId (dotted path).")
+    event_id_field: str | None = Field(None, description=(
+        "Payload field holding the event's id (dotted path). Sent as UUIDv5 of route name and value, so that two "
+        "routes or devices numbering their messages alike do not overwrite each other (event_id_raw: as it is)."))
+    event_id_raw: bool = Field(False, description=(
+        "Send an id from the payload (event_id_field, or the canonical message's own event_id) as it is instead of "
+        "namespaced by the route; it must then be unique across the workspace (the API overwrites repeats)."))
     timestamp: TimestampPolicy = Field(default_factory=TimestampPolicy, description=(
         "The event's time: the payload's or the receive time, and what to do with a payload time the API would "
         "refuse."))

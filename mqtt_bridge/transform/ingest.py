@@ -198,7 +198,8 @@ class Ingestor:
         event_data = {**(event_data or {}), **route_data, **decoded.event_data}
         event: JsonDict = {
             "eventId": event_id_for(route.label, topic, message.payload, document, own_id=decoded.event_id,
-                                    id_field=config.event_id_field, key=decoded.key, index=index, count=count),
+                                    id_field=config.event_id_field, key=decoded.key, index=index, count=count,
+                                    raw_ids=config.event_id_raw),
             "eventType": event_type,
             "useCaseId": route.use_case.render(captures, topic, document),
             "timestamp": format_timestamp(stamp),

@@ -19,6 +19,7 @@ from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.observe.health import COOKIE
 from mqtt_bridge.sdk.publisher import Detection, Publisher
 from mqtt_bridge.service import Service
+from mqtt_bridge.transform.identity import namespaced_event_id
 from tests.helpers import (
     TEST_ROUTES,
     BridgeFactory,
@@ -185,9 +186,11 @@ def test_receipts_confirm_delivery_and_dead_letters_to_the_publisher(mosquitto: 
                                       wait_receipt_s=15)
         assert delivered is not None and delivered.status == "delivered" and delivered.source_topic == TOPIC
         assert any(event["eventId"] == delivered.event_id for event in emulator.events())
-        emulator.set_faults(fail_event_ids=["rejected-1"])
+        # an id from the message is namespaced by the route (UUIDv5 of route name and id): the API sees that one
+        emulator.set_faults(fail_event_ids=[namespaced_event_id("inspection", "rejected-1")])
         rejected = publisher.publish(TOPIC, detections=[], event_id="rejected-1", wait_receipt_s=15)
         assert rejected is not None and rejected.status == "dead_lettered"
+        assert rejected.event_id == namespaced_event_id("inspection", "rejected-1")
         assert rejected.reason.startswith("api_rejected")
         bad = publisher.publish_raw(TOPIC, b"{not json", route="inspection", wait_receipt_s=15)
         assert bad is not None and bad.status == "dead_lettered" and bad.reason.startswith("invalid_json")

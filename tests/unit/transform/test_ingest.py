@@ -16,6 +16,7 @@ from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.model.record import Record
 from mqtt_bridge.model.values import JsonDict, format_timestamp
 from mqtt_bridge.routing.router import Router
+from mqtt_bridge.transform.identity import namespaced_event_id
 from mqtt_bridge.transform.ingest import SOURCE_TIMESTAMP_KEY, Ingestor
 
 TOPIC = b"factory/L1/cam2/detections"
@@ -81,12 +82,17 @@ def test_ingest_event_id_is_deterministic_per_message() -> None:
 
 
 def test_ingest_event_id_from_payload_field() -> None:
-    """event_id_field takes the id from the payload; a message without it is dead-lettered."""
+    """event_id_field takes the id from the payload, namespaced by the route (UUIDv5 of route name and value, raw
+    with event_id_raw); a message without it is dead-lettered."""
     ingestor = Ingestor(Router([RouteConfig.model_validate({"topic": "rf/{cam}", "use_case": "uc",
                                                             "format": "roboflow", "event_id_field": "inference_id"})]),
                         max_payload_bytes=4096)
     record = _one(ingestor, {"inference_id": "inf-42", "predictions": []}, topic=b"rf/c1")
-    assert record.event_id == "inf-42"
+    assert record.event_id == namespaced_event_id("rf/{cam}", "inf-42")
+    raw_ingestor = Ingestor(Router([RouteConfig.model_validate({
+        "topic": "rf/{cam}", "use_case": "uc", "format": "roboflow", "event_id_field": "inference_id",
+        "event_id_raw": True})]), max_payload_bytes=4096)
+    assert _one(raw_ingestor, {"inference_id": "inf-42", "predictions": []}, topic=b"rf/c1").event_id == "inf-42"
     result = ingestor.process(b"rf/c1", b'{"predictions": []}', time.time())
     assert result.dead_letter is not None and result.dead_letter.reason == "event_id_missing"
 
