@@ -28,7 +28,20 @@ from mqtt_bridge.config.sections import ByteSize, _Model
 from mqtt_bridge.decode.names import FORMATS
 from mqtt_bridge.model.event import EVENT_TYPES, MAX_PREDICTIONS_PER_LIST
 
-__all__ = ["ImageOptions", "RouteConfig", "TimestampPolicy"]
+__all__ = ["ImageOptions", "OperatorFeedbackRule", "RouteConfig", "TimestampPolicy"]
+
+
+class OperatorFeedbackRule(_Model):
+    """What an `operator_feedback` event says: which event it is about, the verdict and a note (templates)."""
+
+    related_event_id: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "eventData.relatedEventId: the eventId the feedback is about (template, e.g. '{payload.event}'); required "
+        "for operator_feedback routes."))
+    feedback: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "eventData.feedback: correct, incorrect or inconclusive (template; a rendered value outside these is "
+        "dead-lettered as invalid_event)."))
+    comment: str | None = Field(None, min_length=1, max_length=4096, description=(
+        "The event's top-level comment, a free-text note (template)."))
 
 
 class TimestampPolicy(_Model):
@@ -133,6 +146,8 @@ class RouteConfig(_Model):
         "safety_alert rule; default: the first detection's class is the alertType."))
     inventory_count: InventoryCountRule | None = Field(None, description=(
         "inventory_count rule; default: count every detection."))
+    operator_feedback: OperatorFeedbackRule | None = Field(None, description=(
+        "operator_feedback mapping (relatedEventId, feedback, comment); event_type operator_feedback needs it."))
     image: ImageOptions = Field(default_factory=ImageOptions, description=(
         "Image references (inline base64 path, URL, file, companion topic), checks and resizing."))
 

@@ -196,6 +196,11 @@ class Ingestor:
         if event_data is None and not route_data and not decoded.event_data:
             return None
         event_data = {**(event_data or {}), **route_data, **decoded.event_data}
+        comment = None
+        if event_type == "operator_feedback" and route.feedback:
+            mapped = {key: template.render(captures, topic, document) for key, template in route.feedback.items()}
+            comment = mapped.pop("comment", None)
+            event_data.update(mapped)
         event: JsonDict = {
             "eventId": event_id_for(route.label, topic, message.payload, document, own_id=decoded.event_id,
                                     id_field=config.event_id_field, key=decoded.key, index=index, count=count,
@@ -229,4 +234,6 @@ class Ingestor:
             metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])
         if metadata:
             event["customMetadata"] = metadata
+        if comment:
+            event["comment"] = comment
         return event

@@ -3,6 +3,7 @@ CLI tools, and secrets in DEBUG logs (Mosquitto, the emulator over HTTP, the bri
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import subprocess
@@ -14,7 +15,8 @@ import requests
 import yaml
 
 from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
-from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.cli.use_cases import use_cases_check
+from mqtt_bridge.config.load import load_config, parse_config
 from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.observe.health import COOKIE
 from mqtt_bridge.sdk.publisher import Detection, Publisher
@@ -82,8 +84,9 @@ def test_startup_with_a_use_case_not_listed_yet_warns_starts_and_delivers(
     raw["routes"] = _routes()
     config_path = _write(tmp_path / "c.yaml", raw)
     assert emulator.use_cases() and emulator.lists_unused_use_cases is False  # uc-a exists, has no event yet
-    assert main(["use-cases", "check", "--config", str(config_path)]) == EXIT_OK
-    table = capsys.readouterr().out
+    out = io.StringIO()  # the command's function (main would set up logging, hiding the warnings from caplog)
+    use_cases_check(load_config(config_path), out)
+    table = out.getvalue()
     assert "inspection" in table and "uc-a" in table and "not listed yet" in table and "after its first event" in table
     caplog.set_level(logging.WARNING, logger="mqtt_bridge.api.usecases")
     service = Service(parse_config(raw, env={}))
@@ -119,7 +122,7 @@ def test_startup_with_an_unknown_use_case_starts_and_dead_letters_with_the_api_a
         _, letter = next(iter(service.buffer.dead_letters()))
     finally:
         service.shutdown()
-    assert letter.reason == "api_rejected" and "uc-nope" in letter.detail
+    assert letter.reason == "api_rejected" and letter.api_status == 400 and "uc-nope" in letter.api_body
     raw["routes"] = _routes(use_case="{nope}")
     assert main(["run", "--config", str(_write(tmp_path / "c.yaml", raw))]) == EXIT_CONFIG
 

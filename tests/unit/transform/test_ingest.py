@@ -192,3 +192,39 @@ def test_ingest_receive_timestamp_source_ignores_the_payload_time() -> None:
         TOPIC, b'{"detections": [], "timestamp": "2026-01-01T00:00:00Z"}', received)
     assert result.timestamps_replaced == 0
     assert result.records[0].event["timestamp"] == format_timestamp(datetime.fromtimestamp(received, tz=UTC))
+
+
+def _feedback_ingestor() -> Ingestor:
+    return Ingestor(Router([RouteConfig.model_validate({
+        "name": "review", "topic": "review/{station}", "use_case": "uc", "event_type": "operator_feedback",
+        "operator_feedback": {"related_event_id": "{payload.metadata.ref}", "feedback": "{payload.metadata.verdict}",
+                              "comment": "{payload.metadata.note}"}})]), max_payload_bytes=4096)
+
+
+def test_ingest_operator_feedback_maps_related_event_feedback_and_a_top_level_comment() -> None:
+    """The route's templates fill eventData.relatedEventId and feedback; the comment goes top-level."""
+    record = _one(_feedback_ingestor(), {"detections": [], "metadata": {
+        "ref": "evt-1", "verdict": "incorrect", "note": "not a scratch"}}, topic=b"review/s1")
+    assert record.event["eventType"] == "operator_feedback"
+    assert record.event["eventData"] == {"relatedEventId": "evt-1", "feedback": "incorrect"}
+    assert record.event["comment"] == "not a scratch"
+
+
+def test_ingest_operator_feedback_outside_the_documented_values_is_dead_lettered() -> None:
+    """A rendered feedback other than correct / incorrect / inconclusive is invalid_event, for that message alone."""
+    result = _feedback_ingestor().process(
+        b"review/s1", b'{"detections": [], "metadata": {"ref": "evt-1", "verdict": "meh", "note": "x"}}', time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "invalid_event"
+    assert "eventData.feedback must be one of correct, incorrect, inconclusive" in result.dead_letter.detail
+
+
+def test_ingest_event_data_fields_that_must_be_strings_are_dead_lettered_before_buffering() -> None:
+    """A payload's eventData number where the API wants a string (custom value, operator_feedback without its
+    relatedEventId) is dead-lettered alone, so it never gets a whole batch refused."""
+    result = _ingestor().process(TOPIC, b'{"detections": [], "event_type": "custom", "event_data": {"value": 42}}',
+                                 time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "invalid_event"
+    assert "eventData.value must be a string for custom" in result.dead_letter.detail
+    feedback = _ingestor().process(TOPIC, b'{"detections": [], "event_type": "operator_feedback", '
+                                          b'"event_data": {"feedback": "correct"}}', time.time())
+    assert feedback.dead_letter is not None and "relatedEventId" in feedback.dead_letter.detail
