@@ -174,7 +174,8 @@ def test_ingest_replaces_a_payload_time_outside_the_window_by_the_receive_time_k
     inside = ingestor.process(TOPIC, b'{"detections": [], "timestamp": "' + format_timestamp(
         datetime.fromtimestamp(received, tz=UTC) - timedelta(days=3)).encode() + b'"}', received)
     assert inside.timestamps_replaced == 0
-    assert SOURCE_TIMESTAMP_KEY not in (inside.records[0].event.get("customMetadata") or {})
+    metadata = inside.records[0].event["customMetadata"]
+    assert isinstance(metadata, dict) and SOURCE_TIMESTAMP_KEY not in metadata
 
 
 def test_ingest_strict_timestamp_policy_dead_letters_a_payload_time_outside_the_window() -> None:
