@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from mqtt_bridge.api.client import VisionEventsClient
-from mqtt_bridge.api.usecases import check_use_cases
+from mqtt_bridge.api.usecases import check_use_cases, log_use_case_check
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.config.load import validate
 from mqtt_bridge.errors import ApiError, ConfigError, StorageError
@@ -70,13 +70,16 @@ class Service:
     """One running bridge. `start()` then `wait()`; or `run()` for both plus signal handling."""
 
     def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False) -> None:
-        """`config` as `config.load` returns it; one built otherwise is validated the same way here (ConfigError)."""
+        """`config` as `config.load` returns it; one built otherwise is validated the same way here (ConfigError).
+
+        `allow_missing_use_cases` is kept for callers of older versions and has no effect: a use case absent from
+        the workspace's list never stops start-up (`api.usecases`)."""
         self.config = validate(config)
         _register_secrets(self.config)
         self.stats = Stats()
         self.trace = MessageTrace(config.health.trace_size)
         self.metrics = Metrics(self.stats, self.state, self._buffer_gauges)
-        self._allow_missing_use_cases = allow_missing_use_cases
+        del allow_missing_use_cases  # retired: the use-case check only warns
         self._receipts: Receipts | None = None
         self._receipt_client: MqttPublisher | None = None
         self._receipts_stop = threading.Event()
@@ -121,8 +124,8 @@ class Service:
     def start(self) -> None:
         """Check the use cases, open the buffer, then start flusher, intake and MQTT.
 
-        Raises ConfigError when a configured use case does not exist (unless allowed), StorageError if the buffer
-        is unusable.
+        The use-case check only warns (a new use case is listed only after its first event). Raises StorageError
+        if the buffer is unusable.
         """
         config = self.config
         self._check_use_cases()
@@ -181,7 +184,8 @@ class Service:
                  ",".join(subscriptions), config.buffer.path, self._buffer.depth)
 
     def _check_use_cases(self) -> None:
-        """Every constant `use_case` must exist; an unreachable API only warns (the buffer keeps everything)."""
+        """Warn about every constant `use_case` that is archived or not in the list yet; never refuses to start (the
+        list shows only use cases that have recorded events). An unreachable API only warns as well."""
         api = self.config.api
         client = VisionEventsClient(api.base_url, api.api_key_value, min(api.connect_timeout_s, 3.0),
                                     min(api.read_timeout_s, 5.0))
@@ -192,12 +196,7 @@ class Service:
             return
         finally:
             client.close()
-        for where, message in result.archived:
-            log.warning("use-case check key=%s %s", where, message)
-        if result.missing and not self._allow_missing_use_cases:
-            raise ConfigError(result.missing)
-        for where, message in result.missing:
-            log.warning("use-case check key=%s %s; its events will be dead-lettered", where, message)
+        log_use_case_check(result)
 
     def _buffer_gauges(self) -> BufferGauges:
         """Buffer bytes and oldest age for metrics and the status page (re-read at most once a second)."""

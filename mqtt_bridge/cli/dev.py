@@ -67,7 +67,8 @@ def emulator_command(args: argparse.Namespace) -> int:
     from mqtt_bridge.devtools.emulator.server import ALL_SCOPES, Emulator  # noqa: PLC0415
 
     emulator = Emulator(args.host, args.port, api_keys={args.api_key: ALL_SCOPES},
-                        auto_create_use_cases=args.auto_create_use_cases)
+                        auto_create_use_cases=args.auto_create_use_cases,
+                        list_unused_use_cases=args.list_unused_use_cases)
     for use_case in args.use_case or []:
         emulator.add_use_case(f"Use case {use_case}", use_case)
     emulator.start()

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override logging.level")
     p.add_argument("--allow-missing-use-cases", action="store_true",
-                   help="start even when a configured use case does not exist (warn instead of exit 2)")
+                   help="deprecated, no effect: a use case absent from the list only warns")
     p.set_defaults(runs="run")
 
     p = sub.add_parser("check-config", help="validate a config; print it with secrets redacted")
@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="demo-key")
     p.add_argument("--use-case", action="append", help="use case id to create (repeatable)")
     p.add_argument("--auto-create-use-cases", action="store_true", help="accept any useCaseId")
+    p.add_argument("--list-unused-use-cases", action="store_true",
+                   help="list every use case, not only those that have recorded events (the documented list)")
     p.set_defaults(runs="emulator")
 
     p = sub.add_parser("demo", help="broker + emulator + bridge + simulated line, in one process")
@@ -148,8 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--delete", action="store_true", help="remove the exported events from the buffer")
     p.set_defaults(runs="export")
 
-    p = sub.add_parser("use-cases", help="list or create use cases in the workspace")
-    p.add_argument("action", choices=["list", "create"])
+    p = sub.add_parser("use-cases", help="list or create use cases in the workspace, or check the routes' ones")
+    p.add_argument("action", choices=["list", "create", "check"])
     p.add_argument("name", nargs="?", help="create: the new use case's name")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--status", choices=["active", "inactive"], default="active", help="list: which ones")

@@ -36,8 +36,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     def run(config: BridgeConfig) -> int:
         setup_logging(args.log_level or config.logging.level, config.logging.format, config)
-        try:  # a ConfigError (e.g. a use case that does not exist) is printed by `with_config`: exit 2
-            return Service(config, allow_missing_use_cases=args.allow_missing_use_cases).run()
+        if args.allow_missing_use_cases:
+            log.warning("--allow-missing-use-cases is no longer needed and has no effect: a use case absent from "
+                        "the workspace's list only warns")
+        try:  # a ConfigError is printed by `with_config`: exit 2
+            return Service(config).run()
         except StorageError as exc:
             log.error("buffer unusable: %s", exc)
             return EXIT_BUFFER

@@ -1,7 +1,9 @@
-"""`mqtt-bridge use-cases list|create`: the workspace's use cases, through the Vision Events API.
+"""`mqtt-bridge use-cases list|create|check`: the workspace's use cases, through the Vision Events API.
 
-Owns: listing the use cases (marking those the config's routes use) and creating one, printing the id that
-`routes[].use_case` needs. Raises `UsageError`, `ConfigError` or `ApiError`; `cli.common` maps them to exit codes.
+Owns: listing the use cases (marking those the config's routes use), creating one (printing the id that
+`routes[].use_case` needs), and `check`: the start-up check's table on demand (route, use case, listed / not listed yet
+/ inactive; a use case is listed only after its first event, so "not listed yet" is not an error). Raises `UsageError`,
+`ConfigError` or `ApiError`; `cli.common` maps them to exit codes.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ import sys
 from typing import TextIO
 
 from mqtt_bridge.api.client import VisionEventsClient
+from mqtt_bridge.api.usecases import UseCaseCheck, check_use_cases
 from mqtt_bridge.cli.common import EXIT_OK, UsageError, operator_errors, with_config
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.errors import ConfigError
 
-__all__ = ["use_cases_command", "use_cases_create", "use_cases_list"]
+__all__ = ["use_cases_check", "use_cases_command", "use_cases_create", "use_cases_list"]
 
 
 def use_cases_command(args: argparse.Namespace) -> int:
-    """`use-cases list [--status]` or `use-cases create NAME`."""
+    """`use-cases list [--status]`, `use-cases create NAME` or `use-cases check`."""
 
     def action(config: BridgeConfig) -> int:
-        if args.action == "list":
+        if args.action == "check":
+            use_cases_check(config, sys.stdout)
+        elif args.action == "list":
             use_cases_list(config, sys.stdout, status_filter=args.status)
         else:
             if not args.name:
@@ -68,3 +73,17 @@ def use_cases_create(config: BridgeConfig, name: str, out: TextIO) -> str:
     ident = str(created.get("id", ""))
     out.write(f"created use case {ident}  {created.get('name', name)}\nuse it in a route: use_case: {ident}\n")
     return ident
+
+
+def use_cases_check(config: BridgeConfig, out: TextIO) -> UseCaseCheck:
+    """Print the start-up check's table: each route, its use case and whether the workspace's list has it."""
+    client = _client(config)
+    try:
+        result = check_use_cases(config.routes, client)
+    finally:
+        client.close()
+    out.write(result.table())
+    if result.not_listed:
+        out.write(f"{len(result.not_listed)} use case(s) not listed yet: a new use case appears in the list only "
+                  "after its first event; if the API refuses its events, they are dead-lettered with its answer\n")
+    return result

@@ -28,9 +28,33 @@ from mqtt_bridge.config.sections import ByteSize, _Model
 from mqtt_bridge.decode.names import FORMATS
 from mqtt_bridge.model.event import EVENT_TYPES, MAX_PREDICTIONS_PER_LIST
 
-__all__ = ["ImageOptions", "RouteConfig"]
+__all__ = ["ImageOptions", "OperatorFeedbackRule", "RouteConfig", "TimestampPolicy"]
 
 
+class OperatorFeedbackRule(_Model):
+    """What an `operator_feedback` event says: which event it is about, the verdict and a note (templates)."""
+
+    related_event_id: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "eventData.relatedEventId: the eventId the feedback is about (template, e.g. '{payload.event}'); required "
+        "for operator_feedback routes."))
+    feedback: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "eventData.feedback: correct, incorrect or inconclusive (template; a rendered value outside these is "
+        "dead-lettered as invalid_event)."))
+    comment: str | None = Field(None, min_length=1, max_length=4096, description=(
+        "The event's top-level comment, a free-text note (template)."))
+
+
+class TimestampPolicy(_Model):
+    """Which time an event carries, and what happens to a payload time outside the API's window (one year back to
+    tomorrow): a camera or PLC without NTP drifts by days, and the API refuses such an event."""
+
+    source: Literal["payload", "receive"] = Field("payload", description=(
+        "payload: the message's own time (the receive time when it has none); receive: always the time the bridge "
+        "received the message."))
+    out_of_window: Literal["receive", "dead_letter"] = Field("receive", description=(
+        "A payload time outside the window. receive: use the receive time instead, keep the original in "
+        "customMetadata.sourceTimestamp, count it (mqtt_bridge_timestamps_replaced_total) and warn (rate-limited); "
+        "dead_letter: dead-letter the message (invalid_event)."))
 
 
 class ImageOptions(_Model):
@@ -84,7 +108,15 @@ class RouteConfig(_Model):
         default_factory=dict, description="eventData fields; string values are templates.")
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="customMetadata fields; string values are templates.")
-    event_id_field: str | None = Field(None, description="Payload field holding the eventId (dotted path).")
+    event_id_field: str | None = Field(None, description=(
+        "Payload field holding the event's id (dotted path). Sent as UUIDv5 of route name and value, so that two "
+        "routes or devices numbering their messages alike do not overwrite each other (event_id_raw: as it is)."))
+    event_id_raw: bool = Field(False, description=(
+        "Send an id from the payload (event_id_field, or the canonical message's own event_id) as it is instead of "
+        "namespaced by the route; it must then be unique across the workspace (the API overwrites repeats)."))
+    timestamp: TimestampPolicy = Field(default_factory=TimestampPolicy, description=(
+        "The event's time: the payload's or the receive time, and what to do with a payload time the API would "
+        "refuse."))
     receipt_topic: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^$+#\x00][^+#\x00]*$",
                                       description=(
         "Publish a delivery receipt {eventId, status, reason, sourceTopic} here (QoS 1) once the event is "
@@ -114,6 +146,8 @@ class RouteConfig(_Model):
         "safety_alert rule; default: the first detection's class is the alertType."))
     inventory_count: InventoryCountRule | None = Field(None, description=(
         "inventory_count rule; default: count every detection."))
+    operator_feedback: OperatorFeedbackRule | None = Field(None, description=(
+        "operator_feedback mapping (relatedEventId, feedback, comment); event_type operator_feedback needs it."))
     image: ImageOptions = Field(default_factory=ImageOptions, description=(
         "Image references (inline base64 path, URL, file, companion topic), checks and resizing."))
 

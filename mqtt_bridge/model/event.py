@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
-__all__ = ["EVENT_TYPES", "MAX_ID_CHARS", "MAX_METADATA_KEYS", "MAX_PREDICTIONS_PER_LIST", "event_problems"]
+__all__ = ["EVENT_DATA_STRING_FIELDS", "EVENT_TYPES", "FEEDBACK_VALUES", "MAX_ID_CHARS", "MAX_METADATA_KEYS",
+           "MAX_PREDICTIONS_PER_LIST", "event_problems", "timestamp_in_window"]
 
 
 EVENT_TYPES = ("quality_check", "inventory_count", "safety_alert", "custom", "operator_feedback")
@@ -51,10 +52,24 @@ _YEAR = timedelta(days=365)
 _DAY = timedelta(days=1)
 
 
+# eventData fields that must be strings, per event type (spec §3.2; the enums below are strings too): a number in
+# one of them gets the whole batch refused at the API, so it is refused here, for that event alone
+EVENT_DATA_STRING_FIELDS: dict[str, tuple[str, ...]] = {
+    "quality_check": (),
+    "inventory_count": ("location", "itemType"),
+    "safety_alert": ("alertType", "description"),
+    "custom": ("value",),
+    "operator_feedback": ("relatedEventId",),
+}
+
+
+FEEDBACK_VALUES = ("correct", "incorrect", "inconclusive")
+
+
 _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
     "quality_check": {"result": ("pass", "fail")},
     "safety_alert": {"severity": ("low", "medium", "high")},
-    "operator_feedback": {"feedback": ("correct", "incorrect", "inconclusive")},
+    "operator_feedback": {"feedback": FEEDBACK_VALUES},
 }
 
 
@@ -102,13 +117,21 @@ def _metadata_problems(metadata: JsonValue, where: str) -> list[str]:
 
 def _event_data_problems(event_type: str, data: JsonValue) -> list[str]:
     if data is None:
-        return []
+        return ["eventData.relatedEventId (the event the feedback is about) is required for operator_feedback"] \
+            if event_type == "operator_feedback" else []
     if not isinstance(data, dict):
         return ["eventData must be an object"]
     problems = []
     for key, allowed in _ENUMS.get(event_type, {}).items():
         if key in data and data[key] not in allowed:
             problems.append(f"eventData.{key} must be one of {', '.join(allowed)}")
+    for key in EVENT_DATA_STRING_FIELDS.get(event_type, ()):
+        if key in data and not isinstance(data[key], str):
+            problems.append(f"eventData.{key} must be a string for {event_type}")
+    if event_type == "operator_feedback" and not (isinstance(data.get("relatedEventId"), str)
+                                                  and data["relatedEventId"]):
+        problems.append("eventData.relatedEventId (the event the feedback is about) is required for "
+                        "operator_feedback")
     external = data.get("externalId")
     if external is not None and (not isinstance(external, str) or len(external) > MAX_EXTERNAL_ID_CHARS):
         problems.append(f"eventData.externalId must be a string of at most {MAX_EXTERNAL_ID_CHARS} characters")
@@ -139,10 +162,16 @@ def _image_problems(images: JsonValue) -> list[str]:
     return problems
 
 
+def timestamp_in_window(stamp: datetime, now: datetime) -> bool:
+    """Whether the API accepts this event time: between one year before `now` and one day after it."""
+    return now - _YEAR <= stamp <= now + _DAY
+
+
 def event_problems(event: JsonDict, now: datetime) -> list[str]:
     """List every reason the Vision Events API would refuse `event` (empty when it is valid).
 
-    Checks the rules of spec §3: required fields, the event type enum, per-type `eventData` enums, the timestamp
+    Checks the rules of spec §3: required fields, the event type enum, per-type `eventData` enums and string
+    fields (and an operator_feedback's `relatedEventId`), a top-level `comment` being a string, the timestamp
     window (one year back, one day ahead of `now`), id string limits, `customMetadata` key and value rules and the
     1000-item cap per prediction list.
     """
@@ -162,11 +191,13 @@ def event_problems(event: JsonDict, now: datetime) -> list[str]:
     stamp = parse_timestamp(event.get("timestamp")) if isinstance(event.get("timestamp"), str) else None
     if stamp is None:
         problems.append("timestamp must be an ISO 8601 string")
-    elif not now - _YEAR <= stamp <= now + _DAY:
+    elif not timestamp_in_window(stamp, now):
         problems.append("timestamp must lie between one year ago and tomorrow")
     if "customMetadata" in event:
         problems.extend(_metadata_problems(event["customMetadata"], "customMetadata"))
     if "images" in event:
         problems.extend(_image_problems(event["images"]))
+    if "comment" in event and not isinstance(event["comment"], str):
+        problems.append("comment must be a string")
     return problems
 

@@ -88,7 +88,7 @@ def _event_id_of_message(route: CompiledRoute, topic: str, payload: bytes) -> st
         except orjson.JSONDecodeError:
             document = None
     return message_event_id(route.label, topic, payload, document, id_field=route.config.event_id_field,
-                            reads_own_id=format_reads_own_id(route.config.format))
+                            reads_own_id=format_reads_own_id(route.config.format), raw_ids=route.config.event_id_raw)
 
 
 class Receipts(OutcomeHook):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError, DeadLetterReason, RouteNotFound
+from mqtt_bridge.model.event import EVENT_DATA_STRING_FIELDS, FEEDBACK_VALUES
 from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
 __all__ = ["CompiledRoute", "Router"]
@@ -28,6 +29,8 @@ class CompiledRoute:
     stream_id: ValueTemplate | None
     event_data: dict[str, ValueTemplate | str | int | float | bool]
     metadata: dict[str, ValueTemplate | str | int | float | bool]
+    # operator_feedback: eventData.relatedEventId / eventData.feedback / the top-level comment, by their API names
+    feedback: dict[str, ValueTemplate]
 
     @property
     def label(self) -> str:
@@ -49,6 +52,17 @@ def _compile_fields(values: dict[str, str | int | float | bool], names: frozense
     return out
 
 
+def _check_event_data_types(route: RouteConfig, where: str, problems: list[tuple[str, str]]) -> None:
+    """A constant `event_data` value that must be a string at the API (per the route's event type; every type's
+    when the payload decides) is a config error: the API would refuse the whole batch."""
+    types = [route.event_type] if route.event_type else list(EVENT_DATA_STRING_FIELDS)
+    string_fields = {key for event_type in types for key in EVENT_DATA_STRING_FIELDS[event_type]}
+    for key, constant in route.event_data.items():
+        if key in string_fields and not isinstance(constant, str):
+            problems.append((f"{where}.event_data.{key}", f"eventData.{key} must be a string at the API (quote it: "
+                             f"'{constant}')"))
+
+
 def _compile(index: int, route: RouteConfig, problems: list[tuple[str, str]]) -> CompiledRoute | None:
     where = f"routes[{index}]"
     try:
@@ -68,12 +82,29 @@ def _compile(index: int, route: RouteConfig, problems: list[tuple[str, str]]) ->
             return None
 
     use_case = value(route.use_case, "use_case")
+    _check_event_data_types(route, where, problems)
+    feedback: dict[str, ValueTemplate] = {}
+    if route.event_type == "operator_feedback" and "relatedEventId" not in route.event_data and (
+            route.operator_feedback is None or route.operator_feedback.related_event_id is None):
+        problems.append((f"{where}.operator_feedback.related_event_id", "an operator_feedback route must say which "
+                         "event the feedback is about (a template such as '{payload.event_id}')"))
+    rule = route.operator_feedback
+    if rule is not None:
+        for api_name, key, template in (("relatedEventId", "related_event_id", rule.related_event_id),
+                                        ("feedback", "feedback", rule.feedback), ("comment", "comment", rule.comment)):
+            compiled_value = value(template, f"operator_feedback.{key}")
+            if compiled_value is not None:
+                feedback[api_name] = compiled_value
+        if rule.feedback is not None and "{" not in rule.feedback and rule.feedback not in FEEDBACK_VALUES:
+            problems.append((f"{where}.operator_feedback.feedback",
+                             f"must be one of {', '.join(FEEDBACK_VALUES)} (or a template)"))
     compiled = CompiledRoute(
         index=index, config=route, topic=topic,
         use_case=use_case or ValueTemplate("", names, where),
         device_id=value(route.device_id, "device_id"), stream_id=value(route.stream_id, "stream_id"),
         event_data=_compile_fields(route.event_data, names, f"{where}.event_data", problems),
         metadata=_compile_fields(route.metadata, names, f"{where}.metadata", problems),
+        feedback=feedback,
     )
     return compiled if use_case is not None else None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,7 +26,7 @@ import orjson
 from mqtt_bridge.model.receipt import Receipt, parse_receipt
 from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
 from mqtt_bridge.mqtt.publisher import MqttPublisher
-from mqtt_bridge.transform.identity import derive_event_id, message_event_id, own_event_id
+from mqtt_bridge.transform.identity import derive_event_id, message_event_id, namespaced_event_id, own_event_id
 
 __all__ = ["Detection", "Publisher", "Receipt", "build_message"]
 
@@ -96,14 +97,16 @@ class Publisher:
         """Publish bytes as they are (QoS 1).
 
         With `wait_receipt_s`, wait that long for the bridge's delivery receipt and return it (None on timeout).
-        The receipt is matched by eventId: `event_id`, else the one the bridge gives the message
-        (`transform.identity`): the message's own `event_id` field, else the route's `event_id_field` (give it when
-        the route has one), else the id derived from the message, which needs the bridge's `route` name.
-        `receipt_topic` defaults to `<topic>/receipt`.
+        The receipt is matched by eventId, the one the bridge gives the message (`transform.identity`): `event_id`
+        (the id the message carries), else the message's own `event_id` field, else the route's `event_id_field`
+        (give it when the route has one), else the id derived from the message, which needs the bridge's `route`
+        name. An id from the message matches as the route namespaces it (UUIDv5 of the receipt's route and the id)
+        or as it is (`event_id_raw` routes). `receipt_topic` defaults to `<topic>/receipt`.
         """
         if wait_receipt_s is None:
             self._publisher.publish(topic, payload, wait=wait)
             return None
+        exact: str | None = None
         if event_id is None:
             document = _document(payload)
             event_id = own_event_id(document)
@@ -111,10 +114,13 @@ class Publisher:
                 if route is None:
                     raise ValueError(
                         "waiting for a receipt needs the event_id, an event_id in the message, or the route")
-                event_id = message_event_id(route, topic, payload, document, id_field=event_id_field)
+                exact = message_event_id(route, topic, payload, document, id_field=event_id_field)
+                if event_id_field:  # the field's value: namespaced (matched below) or raw
+                    event_id = message_event_id(route, topic, payload, document, id_field=event_id_field,
+                                                raw_ids=True)
         self._listen(receipt_topic or f"{topic}/receipt")
         self._publisher.publish(topic, payload, wait=True)
-        return self._await_receipt(event_id, wait_receipt_s)
+        return self._await_receipt(_matcher(exact, event_id), wait_receipt_s)
 
     def _listen(self, receipt_topic: str) -> None:
         with self._lock:
@@ -133,10 +139,13 @@ class Publisher:
                 self._receipts.pop(next(iter(self._receipts)))
             self._arrived.notify_all()
 
-    def _await_receipt(self, event_id: str, timeout_s: float) -> Receipt | None:
+    def _await_receipt(self, match: Callable[[Receipt], bool], timeout_s: float) -> Receipt | None:
+        def found() -> str | None:
+            return next((key for key, receipt in self._receipts.items() if match(receipt)), None)
+
         with self._arrived:
-            self._arrived.wait_for(lambda: event_id in self._receipts, timeout_s)
-            return self._receipts.pop(event_id, None)
+            key = self._arrived.wait_for(found, timeout_s)
+            return self._receipts.pop(key, None) if key is not None else None
 
     def publish(self, topic: str, *, wait: bool = True, detections: list[Detection] | None = None,
                 image: bytes | None = None, image_name: str | None = None,
@@ -165,6 +174,19 @@ class Publisher:
             event_id = derive_event_id("publisher", topic, build(None))
         return self.publish_raw(topic, build(event_id), wait_receipt_s=wait_receipt_s, event_id=event_id,
                                 receipt_topic=receipt_topic)
+
+
+def _matcher(exact: str | None, payload_id: str | None) -> Callable[[Receipt], bool]:
+    """Whether a receipt is the one for a message: its eventId is `exact`, or `payload_id` as it is or as the
+    receipt's route namespaces it."""
+
+    def match(receipt: Receipt) -> bool:
+        if receipt.event_id == exact:
+            return True
+        return payload_id is not None and receipt.event_id in (
+            payload_id, namespaced_event_id(receipt.route, payload_id))
+
+    return match
 
 
 def _document(payload: bytes) -> JsonValue:

@@ -38,6 +38,8 @@ def render(result: IngestResult, topic: str) -> JsonDict:
         out["dropped_boxes"] = result.dropped_boxes
     if result.suppressed:
         out["suppressed"] = result.suppressed
+    if result.timestamps_replaced:
+        out["timestamps_replaced"] = result.timestamps_replaced
     return out
 
 

@@ -9,6 +9,11 @@ reaches the API), delivery receipts (for messages dead-lettered before they had 
 2. the route's `event_id_field` (a dotted payload path holding a non-empty string or integer); the events after
    the first of a multi-event message get `-<index>` appended; a field that holds no id is an error
    (`event_id_missing`);
+
+   an id from the payload (1 or 2) is namespaced by the route: UUIDv5 of route name and value
+   (`namespaced_event_id`), because the API overwrites an event whose eventId repeats, so two routes or two
+   devices that number their messages the same way would overwrite each other's events. A route with
+   `event_id_raw: true` sends the value as it is (it must then be unique across the workspace);
 3. an object key the decoder found (a tracker id): UUIDv5 of route and key, so updates of one object overwrite;
 4. UUIDv5 of route, topic and payload bytes (`derive_event_id`): a redelivered message gets the same id, so the API
    overwrites instead of duplicating; the further events of one message hash their index in as well.
@@ -26,12 +31,13 @@ from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.model.values import JsonValue, lookup_path
 
 __all__ = ["EVENT_ID_NAMESPACE", "OWN_ID_FIELD", "derive_event_id", "event_id_for",
-           "format_reads_own_id", "message_event_id", "own_event_id"]
+           "format_reads_own_id", "message_event_id", "namespaced_event_id", "own_event_id"]
 
 EVENT_ID_NAMESPACE: Final = uuid.UUID("6c1f3a4e-2b7d-5e8f-9a10-4b2c3d4e5f60")
 # further events of one message, and events keyed by an object id, hash in namespaces of their own
 _PART_NAMESPACE: Final = uuid.UUID("0b6c9f1e-7d2a-5c3b-8e4f-1a2b3c4d5e6f")
 _KEY_NAMESPACE: Final = uuid.UUID("9d8e7f6a-5b4c-5d3e-8f2a-1b0c9d8e7f6a")
+_FIELD_NAMESPACE: Final = uuid.UUID("3f2a1b0c-9d8e-5f7a-8b6c-5d4e3f2a1b0c")  # ids taken from the payload
 OWN_ID_FIELD: Final = "event_id"  # the canonical message's own id (decode.canonical reads the same field)
 # route formats whose decoder may read the message's own id: canonical, and auto (when it detects canonical)
 _OWN_ID_FORMATS: Final = frozenset({"canonical", "auto"})
@@ -47,6 +53,11 @@ def derive_event_id(route: str, topic: str, payload: bytes) -> str:
 def _uuid5(namespace: uuid.UUID, *parts: bytes) -> str:
     digest = hashlib.sha1(namespace.bytes + b"\n".join(parts), usedforsecurity=False).digest()
     return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def namespaced_event_id(route: str, value: str) -> str:
+    """UUIDv5 of route name and an id taken from the payload: the same value on two routes gives two events."""
+    return _uuid5(_FIELD_NAMESPACE, route.encode(), value.encode())
 
 
 def own_event_id(document: JsonValue) -> str | None:
@@ -74,19 +85,22 @@ def _field_id(document: JsonValue, path: str) -> str | None:
 
 
 def event_id_for(route: str, topic: str, payload: bytes, document: JsonValue, *, own_id: str | None,
-                 id_field: str | None, key: str | None = None, index: int = 0, count: int = 1) -> str:
+                 id_field: str | None, key: str | None = None, index: int = 0, count: int = 1,
+                 raw_ids: bool = False) -> str:
     """The eventId of event `index` of the `count` a message yields, by the precedence above.
 
     `own_id` is the id the decoder read from the message itself, `id_field` the route's `event_id_field`, `key` an
-    object key the decoder found. Raises DecodeError `event_id_missing` when `id_field` holds no id.
+    object key the decoder found; `raw_ids` (the route's `event_id_raw`) sends payload ids unnamespaced. Raises
+    DecodeError `event_id_missing` when `id_field` holds no id.
     """
     if own_id is not None:
-        return own_id
+        return own_id if raw_ids else namespaced_event_id(route, own_id)
     if id_field:
         value = _field_id(document, id_field)
         if value is None:
             raise DecodeError(DeadLetterReason.EVENT_ID_MISSING, f"payload field {id_field!r} holds no id")
-        return value if index == 0 or count == 1 else f"{value}-{index}"
+        value = value if index == 0 or count == 1 else f"{value}-{index}"
+        return value if raw_ids else namespaced_event_id(route, value)
     if key is not None:
         return _uuid5(_KEY_NAMESPACE, route.encode(), key.encode())
     if index == 0:
@@ -95,16 +109,16 @@ def event_id_for(route: str, topic: str, payload: bytes, document: JsonValue, *,
 
 
 def message_event_id(route: str, topic: str, payload: bytes, document: JsonValue, *, id_field: str | None,
-                     reads_own_id: bool = True) -> str:
+                     reads_own_id: bool = True, raw_ids: bool = False) -> str:
     """The eventId of a message's first event, from the message alone (no decoder ran: it was dead-lettered, or
     it is being sent). Never raises: when `id_field` holds no id (ingest dead-letters that message as
     `event_id_missing`) the id derived from the message is used.
 
     `reads_own_id` says whether the route's format carries the message's own id (`own_event_id`); `document` is
-    the parsed payload (None when it is not JSON).
+    the parsed payload (None when it is not JSON); `raw_ids` is the route's `event_id_raw`.
     """
     own_id = own_event_id(document) if reads_own_id else None
     try:
-        return event_id_for(route, topic, payload, document, own_id=own_id, id_field=id_field)
+        return event_id_for(route, topic, payload, document, own_id=own_id, id_field=id_field, raw_ids=raw_ids)
     except DecodeError:
         return derive_event_id(route, topic, payload)

@@ -3,7 +3,9 @@
 Owns: the order of checks on untrusted input (size cap before parsing, topic encoding, route, decoder, event
 rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the debounce state,
 and how a decoded message becomes a Vision Event body (route templates, the typing rules and filters of `rules`, the
-eventId of `identity`). Pure: no I/O, no threads, never raises on bad input.
+eventId of `identity`, the route's timestamp policy: a payload time outside the API's window becomes the receive
+time, the original kept in `customMetadata.sourceTimestamp`, unless the route says `dead_letter`). Pure: no I/O, no
+threads, never raises on bad input.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mqtt_bridge.decode.registry import build_decoder
 from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.attach import ImageAttacher
 from mqtt_bridge.model.attachment import Attachment
-from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems
+from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems, timestamp_in_window
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
 from mqtt_bridge.routing.router import CompiledRoute, Router
@@ -26,12 +28,14 @@ from mqtt_bridge.routing.templates import ValueTemplate
 from mqtt_bridge.transform.identity import event_id_for
 from mqtt_bridge.transform.rules import Debouncer, event_classes, event_data_for, filter_predictions, located
 
-__all__ = ["IMAGE_LABEL", "IngestResult", "Ingestor"]
+__all__ = ["IMAGE_LABEL", "SOURCE_TIMESTAMP_KEY", "IngestResult", "Ingestor"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_LABEL = "mqtt-vision-bridge"
+SOURCE_TIMESTAMP_KEY = "sourceTimestamp"  # customMetadata key of a payload time the receive time replaced
 _DEFAULT_EVENT_TYPE = "quality_check"
+_REPLACED_WARNING_EVERY_S = 60.0  # per route, at most one warning about replaced timestamps in this time
 
 
 @dataclass(slots=True)
@@ -43,6 +47,7 @@ class IngestResult:
     route: str = ""
     dropped_boxes: int = 0
     suppressed: int = 0  # events held back by the route's debounce (counted, never dead-lettered)
+    timestamps_replaced: int = 0  # payload times outside the API's window replaced by the receive time
     # per record without an image for its boxes: the predictions the API cannot take (shown by dry runs only)
     unattached: list[JsonDict] = field(default_factory=list)
 
@@ -82,6 +87,7 @@ class Ingestor:
         self._decoders: dict[int, Decoder] = {r.index: build_decoder(r.config.format, r.config) for r in router.routes}
         self._attachers = {r.index: ImageAttacher(r.config.image) for r in router.routes}
         self._debouncer = Debouncer()
+        self._replaced_warned: dict[str, tuple[float, int]] = {}  # route -> (last warning at, replaced since)
 
     def process(self, topic: bytes, payload: bytes, received_at_s: float,
                 attachment: Attachment | None = None) -> IngestResult:
@@ -126,9 +132,15 @@ class Ingestor:
             if decoded.image or referenced is not None:
                 attacher.finish(decoded, referenced)  # checks (type, size, bombs), resize + box scaling
             document = decoded.document if decoded.document is not None else message.json()
-            event = self._event(route, captures, message, document, decoded, index, len(results))
+            stamp, original = self._timestamp(route, decoded, received_at_s, now)
+            event = self._event(route, captures, message, document, decoded, index, len(results), stamp)
             if event is None:
                 continue
+            if original is not None:
+                metadata = event.setdefault("customMetadata", {})
+                assert isinstance(metadata, dict)
+                metadata[SOURCE_TIMESTAMP_KEY] = original
+                outcome.timestamps_replaced += 1
             if route.config.debounce_s > 0 and self._debouncer.is_suppressed(
                     route.label, str(event.get("deviceId", "")), str(event.get("streamId", "")),
                     event_classes(decoded), received_at_s, route.config.debounce_s):
@@ -143,10 +155,38 @@ class Ingestor:
                 lists = _prediction_lists(decoded, with_classifications=not decoded.image)
                 if lists:
                     outcome.unattached.append({"eventId": event["eventId"], **lists})
+        if outcome.timestamps_replaced:
+            self._warn_replaced(route.label, outcome.timestamps_replaced, received_at_s, now)
         return outcome
 
+    @staticmethod
+    def _timestamp(route: CompiledRoute, decoded: Decoded, received_at_s: float,
+                   now: datetime) -> tuple[datetime, str | None]:
+        """The event's time by the route's policy, and the payload time it replaced (None when not replaced)."""
+        received = datetime.fromtimestamp(received_at_s, tz=UTC)
+        policy = route.config.timestamp
+        stamp = decoded.timestamp
+        if policy.source == "receive" or stamp is None:
+            return received, None
+        if policy.out_of_window == "receive" and not timestamp_in_window(stamp, now):
+            return received, format_timestamp(stamp)
+        return stamp, None  # in the window, or `dead_letter`: the event rules refuse it
+
+    def _warn_replaced(self, route: str, count: int, received_at_s: float, now: datetime) -> None:
+        """Warn about replaced payload times, at most once a minute per route (with the count since the last)."""
+        last_s, pending = self._replaced_warned.get(route, (float("-inf"), 0))
+        pending += count
+        if received_at_s - last_s < _REPLACED_WARNING_EVERY_S:
+            self._replaced_warned[route] = (last_s, pending)
+            return
+        self._replaced_warned[route] = (received_at_s, 0)
+        log.warning("payload timestamps outside the API's window (one year back to tomorrow, now=%s) replaced by "
+                    "the receive time route=%s count=%d; the original is in customMetadata.%s (set the route's "
+                    "timestamp.out_of_window: dead_letter to refuse them instead)", format_timestamp(now), route,
+                    pending, SOURCE_TIMESTAMP_KEY)
+
     def _event(self, route: CompiledRoute, captures: dict[str, str], message: Message, document: JsonValue,
-               decoded: Decoded, index: int, count: int) -> JsonDict | None:
+               decoded: Decoded, index: int, count: int, stamp: datetime) -> JsonDict | None:
         config = route.config
         topic = message.topic
         filter_predictions(decoded, config)
@@ -156,10 +196,15 @@ class Ingestor:
         if event_data is None and not route_data and not decoded.event_data:
             return None
         event_data = {**(event_data or {}), **route_data, **decoded.event_data}
-        stamp = decoded.timestamp or datetime.fromtimestamp(message.received_at_s, tz=UTC)
+        comment = None
+        if event_type == "operator_feedback" and route.feedback:
+            mapped = {key: template.render(captures, topic, document) for key, template in route.feedback.items()}
+            comment = mapped.pop("comment", None)
+            event_data.update(mapped)
         event: JsonDict = {
             "eventId": event_id_for(route.label, topic, message.payload, document, own_id=decoded.event_id,
-                                    id_field=config.event_id_field, key=decoded.key, index=index, count=count),
+                                    id_field=config.event_id_field, key=decoded.key, index=index, count=count,
+                                    raw_ids=config.event_id_raw),
             "eventType": event_type,
             "useCaseId": route.use_case.render(captures, topic, document),
             "timestamp": format_timestamp(stamp),
@@ -189,4 +234,6 @@ class Ingestor:
             metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])
         if metadata:
             event["customMetadata"] = metadata
+        if comment:
+            event["comment"] = comment
         return event

@@ -3,6 +3,7 @@ CLI tools, and secrets in DEBUG logs (Mosquitto, the emulator over HTTP, the bri
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import subprocess
@@ -14,12 +15,13 @@ import requests
 import yaml
 
 from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_OK, main
-from mqtt_bridge.config.load import parse_config
+from mqtt_bridge.cli.use_cases import use_cases_check
+from mqtt_bridge.config.load import load_config, parse_config
 from mqtt_bridge.devtools.emulator.server import Emulator
-from mqtt_bridge.errors import ConfigError
 from mqtt_bridge.observe.health import COOKIE
 from mqtt_bridge.sdk.publisher import Detection, Publisher
 from mqtt_bridge.service import Service
+from mqtt_bridge.transform.identity import namespaced_event_id
 from tests.helpers import (
     TEST_ROUTES,
     BridgeFactory,
@@ -76,16 +78,55 @@ def test_health_token_guards_metrics_and_status_but_not_probes(mosquitto: Mosqui
 
 # --- use cases ----------------------------------------------------------------------------------------------------
 
-def test_startup_refuses_a_missing_use_case_naming_route_and_id(mosquitto: MosquittoBroker, emulator: Emulator,
-                                                                tmp_path: Path) -> None:
-    """A constant use_case the workspace lacks stops start-up with the route and the id (exit 2 from `run`)."""
+def test_startup_with_a_use_case_not_listed_yet_warns_starts_and_delivers(
+        mosquitto: MosquittoBroker, emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A new use case is listed only after its first event: the bridge warns (route and id), starts and delivers,
+    and from then on `use-cases check` shows it listed."""
+    raw = bridge_config(mosquitto, emulator.url, tmp_path / "buffer")
+    raw["routes"] = _routes()
+    config_path = _write(tmp_path / "c.yaml", raw)
+    assert emulator.use_cases() and emulator.lists_unused_use_cases is False  # uc-a exists, has no event yet
+    out = io.StringIO()  # the command's function (main would set up logging, hiding the warnings from caplog)
+    use_cases_check(load_config(config_path), out)
+    table = out.getvalue()
+    assert "inspection" in table and "uc-a" in table and "not listed yet" in table and "after its first event" in table
+    caplog.set_level(logging.WARNING, logger="mqtt_bridge.api.usecases")
+    service = Service(parse_config(raw, env={}))
+    service.start()
+    try:
+        wait_until(lambda: service.state().mqtt_subscribed, timeout_s=15, message="subscribed")
+        with PahoClient(mosquitto, client_id="new-use-case-publisher").connect() as publisher:
+            publisher.publish_many([(TOPIC, detection_message(seq)) for seq in range(3)])
+        wait_until(lambda: len(events_by_seq(emulator.events())) == 3, timeout_s=15, message="delivered")
+    finally:
+        service.shutdown()
+    assert "route=inspection use_case=uc-a status='not listed yet'" in caplog.text
+    assert "after its first event" in caplog.text
+    assert service.buffer.dead_letter_count == 0
+    assert main(["use-cases", "check", "--config", str(config_path)]) == EXIT_OK
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["inspection", "uc-a", "listed"] in lines
+
+
+def test_startup_with_an_unknown_use_case_starts_and_dead_letters_with_the_api_answer(
+        mosquitto: MosquittoBroker, emulator: Emulator, tmp_path: Path) -> None:
+    """A use case the API does not know never stops start-up (the list cannot prove it missing); the API refuses
+    its events, which are dead-lettered with the API's answer; a real config error still exits 2."""
     raw = bridge_config(mosquitto, emulator.url, tmp_path / "buffer")
     raw["routes"] = _routes(use_case="uc-nope")
     service = Service(parse_config(raw, env={}))
-    with pytest.raises(ConfigError) as info:
-        service.start()
-    assert info.value.problems[0][0] == "routes[0].use_case"
-    assert "'uc-nope'" in info.value.problems[0][1] and "'inspection'" in info.value.problems[0][1]
+    service.start()
+    try:
+        wait_until(lambda: service.state().mqtt_subscribed, timeout_s=15, message="subscribed")
+        with PahoClient(mosquitto, client_id="unknown-use-case-publisher").connect() as publisher:
+            publisher.publish_many([(TOPIC, detection_message(0))])
+        wait_until(lambda: service.buffer.dead_letter_count == 1, timeout_s=15, message="api rejection")
+        _, letter = next(iter(service.buffer.dead_letters()))
+    finally:
+        service.shutdown()
+    assert letter.reason == "api_rejected" and letter.api_status == 400 and "uc-nope" in letter.api_body
+    raw["routes"] = _routes(use_case="{nope}")
     assert main(["run", "--config", str(_write(tmp_path / "c.yaml", raw))]) == EXIT_CONFIG
 
 
@@ -110,7 +151,7 @@ def test_dlq_workflow_replays_events_once_the_use_case_exists(mosquitto: Mosquit
     raw = bridge_config(mosquitto, emulator.url, tmp_path / "buffer")
     raw["routes"] = _routes(use_case="uc-later")
     config_path = _write(tmp_path / "bridge.yaml", raw)
-    service = Service(parse_config(raw, env={}), allow_missing_use_cases=True)
+    service = Service(parse_config(raw, env={}))  # an unknown use case only warns
     service.start()
     try:
         wait_until(lambda: service.state().mqtt_subscribed, timeout_s=15, message="subscribed")
@@ -124,6 +165,7 @@ def test_dlq_workflow_replays_events_once_the_use_case_exists(mosquitto: Mosquit
     assert main(["use-cases", "create", "Line later", "--config", str(config_path)]) == EXIT_OK
     created_id = capsys.readouterr().out.split()[3]
     emulator.add_use_case("Later", "uc-later")  # the id the config names (the API picks ids; the emulator can too)
+    emulator.lists_unused_use_cases = True  # neither has recorded an event yet, so the documented list omits them
     assert main(["use-cases", "list", "--config", str(config_path)]) == EXIT_OK
     listed = capsys.readouterr().out
     assert created_id in listed and "uc-later  Later  active  (route inspection, inference)" in listed
@@ -150,9 +192,11 @@ def test_receipts_confirm_delivery_and_dead_letters_to_the_publisher(mosquitto: 
                                       wait_receipt_s=15)
         assert delivered is not None and delivered.status == "delivered" and delivered.source_topic == TOPIC
         assert any(event["eventId"] == delivered.event_id for event in emulator.events())
-        emulator.set_faults(fail_event_ids=["rejected-1"])
+        # an id from the message is namespaced by the route (UUIDv5 of route name and id): the API sees that one
+        emulator.set_faults(fail_event_ids=[namespaced_event_id("inspection", "rejected-1")])
         rejected = publisher.publish(TOPIC, detections=[], event_id="rejected-1", wait_receipt_s=15)
         assert rejected is not None and rejected.status == "dead_lettered"
+        assert rejected.event_id == namespaced_event_id("inspection", "rejected-1")
         assert rejected.reason.startswith("api_rejected")
         bad = publisher.publish_raw(TOPIC, b"{not json", route="inspection", wait_receipt_s=15)
         assert bad is not None and bad.status == "dead_lettered" and bad.reason.startswith("invalid_json")

@@ -2,9 +2,9 @@
 
 Owns: one handler per endpoint, turning a request into a store call and the store's result into the documented
 body and status (E1 201 `{"eventId", "created"}`, E2 201 `{"created", "eventIds"}` in request order, less what a
-partial-success fault drops, E3 201 `{"success", "sourceId", "url"}`, E4 200, E5 200 `{"useCases", "lookbackDays"}`,
-E6 201, E7-E10 200), and the route table with the scopes each endpoint needs (spec §1.2). Validation lives in
-`rules`, `query` and `store`.
+partial-success fault drops, E3 201 `{"success", "sourceId", "url"}`, E4 200, E5 200 `{"useCases",
+"lookbackDays"}` (only use cases that have recorded events, spec §6), E6 201, E7-E10 200), and the route table with
+the scopes each endpoint needs (spec §1.2). Validation lives in `rules`, `query` and `store`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class ApiRoutes:
         status = request.query.get("status", "active")  # §2.5: active (the default) or inactive
         if status not in ("active", "inactive"):
             raise RequestRejected(400, "status must be active or inactive")
-        listed: list[JsonValue] = [uc.to_json() for uc in self._store.list_use_cases(status)]
+        listed: list[JsonValue] = [uc.to_json() for uc in self._store.listed_use_cases(status)]
         return json_response(200, {"useCases": listed, "lookbackDays": self._store.lookback_days})
 
     def _create_use_case(self, request: Request, _: tuple[str, ...]) -> Response:

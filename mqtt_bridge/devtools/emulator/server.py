@@ -53,7 +53,7 @@ class Emulator:
                  api_keys: dict[str, frozenset[str]] | None = None, strict: bool = False,
                  use_cases: list[dict[str, str]] | None = None, *, auto_create_use_cases: bool = False,
                  reject_archived: bool = False, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 lookback_days: int = 14) -> None:
+                 lookback_days: int = 14, list_unused_use_cases: bool = False) -> None:
         """Prepare an emulator; nothing listens until `start()`.
 
         Args:
@@ -66,13 +66,16 @@ class Emulator:
             reject_archived: refuse events for an archived use case.
             max_body_bytes: larger request bodies get 413.
             lookback_days: query window (`lookbackDays`).
+            list_unused_use_cases: E5 lists every use case; by default only those that have recorded events, as
+                documented (switch it at run time with `lists_unused_use_cases`).
         """
         self._host = host
         self._requested_port = port
         api_keys = dict(api_keys) if api_keys is not None else {DEFAULT_API_KEY: ALL_SCOPES}
         self.max_body_bytes = max_body_bytes
         self._store = EventStore(strict=strict, auto_create_use_cases=auto_create_use_cases,
-                                 reject_archived=reject_archived, lookback_days=lookback_days)
+                                 reject_archived=reject_archived, lookback_days=lookback_days,
+                                 list_unused_use_cases=list_unused_use_cases)
         for spec in use_cases or []:
             try:
                 self._store.add_use_case(spec["name"], spec.get("id"), status=spec.get("status", "active"))
@@ -172,6 +175,15 @@ class Emulator:
             return self._store.add_use_case(name, id).id
         except RequestRejected as exc:
             raise ValueError(exc.message) from None
+
+    @property
+    def lists_unused_use_cases(self) -> bool:
+        """Whether E5 lists use cases that have no recorded event yet (the documented list does not)."""
+        return self._store.lists_unused_use_cases
+
+    @lists_unused_use_cases.setter
+    def lists_unused_use_cases(self, value: bool) -> None:
+        self._store.lists_unused_use_cases = value
 
     def use_cases(self) -> list[JsonDict]:
         """Every use case, active and archived, as E5 lists them."""
@@ -274,7 +286,7 @@ class Emulator:
 
 
 def serve(host: str, port: int, api_key: str, use_cases: list[str], *,
-          stop: threading.Event | None = None) -> None:
+          stop: threading.Event | None = None, list_unused_use_cases: bool = False) -> None:
     """Run an emulator until Ctrl-C, SIGTERM or `stop` is set.
 
     Args:
@@ -283,6 +295,7 @@ def serve(host: str, port: int, api_key: str, use_cases: list[str], *,
         api_key: the one accepted key (all scopes).
         use_cases: use cases to create, each `ID` (id and name) or `ID=NAME`.
         stop: set it to end the call (for tests); signals are only installed on the main thread.
+        list_unused_use_cases: E5 lists every use case, not only those that have recorded events.
     """
     stop = stop or threading.Event()
     specs = [{"id": item.partition("=")[0], "name": item.partition("=")[2] or item} for item in use_cases]
@@ -294,7 +307,8 @@ def serve(host: str, port: int, api_key: str, use_cases: list[str], *,
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with Emulator(host, port, {api_key: ALL_SCOPES}, use_cases=specs) as emulator:
+        with Emulator(host, port, {api_key: ALL_SCOPES}, use_cases=specs,
+                      list_unused_use_cases=list_unused_use_cases) as emulator:
             ids = ",".join(s["id"] for s in specs)
             logger.info("emulator serving url=%s use_cases=%s", emulator.url, ids)
             while not stop.is_set():

@@ -1,10 +1,11 @@
 """The emulated workspace's state: use cases, events and uploads, and how each request changes or reads it.
 
 Owns: the stored data and its invariants: events upserted by `eventId` (the emulator has one workspace; a repeat
-replaces the earlier event, spec §2.1), all-or-nothing batches (§5 G4), use cases with trimmed unique names
-(§2.5), uploads with their bytes, ingestion warnings that drop an event's images (§3.4), the metadata schema
-inferred from stored events (E10) and the query answer (E4). What is valid is decided by `rules` and `query`; this
-module applies their verdicts. Must not open sockets or start threads. Every method is thread-safe (one lock).
+replaces the earlier event, spec §2.1), all-or-nothing batches (§5 G4), use cases with trimmed unique names (§2.5) of
+which E5 lists only those that have recorded events (spec §6; all of them behind a switch), uploads with their bytes,
+ingestion warnings that drop an event's images (§3.4), the metadata schema inferred from stored events (E10) and the
+query answer (E4). What is valid is decided by `rules` and `query`; this module applies their verdicts. Must not open
+sockets or start threads. Every method is thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class EventStore:
     """Everything the emulated workspace holds, with the API's rules for changing and reading it."""
 
     def __init__(self, *, strict: bool = False, auto_create_use_cases: bool = False,
-                 reject_archived: bool = False, lookback_days: int = LOOKBACK_DAYS) -> None:
+                 reject_archived: bool = False, lookback_days: int = LOOKBACK_DAYS,
+                 list_unused_use_cases: bool = False) -> None:
         """Create an empty store.
 
         Args:
@@ -96,11 +98,15 @@ class EventStore:
             auto_create_use_cases: accept an unknown `useCaseId` by creating it, instead of the 400 of G5.
             reject_archived: refuse events for an archived use case (G6; accepted by default).
             lookback_days: the query window reported as `lookbackDays`; query skips older events.
+            list_unused_use_cases: E5 lists every use case, also those without a recorded event (the documented
+                list shows only use cases that have recorded events). An attribute: it may be switched any time.
         """
         self.is_strict = strict
         self.is_auto_creating = auto_create_use_cases
         self.is_rejecting_archived = reject_archived
         self.lookback_days = lookback_days
+        self.lists_unused_use_cases = list_unused_use_cases
+        self._recorded: set[str] = set()  # use case ids that have recorded an event (what E5 lists)
         self._lock = threading.RLock()
         self._use_cases: dict[str, UseCase] = {}
         self._events: dict[str, _Stored] = {}
@@ -130,6 +136,12 @@ class EventStore:
         """List use cases, all of them or those with `status`, oldest first."""
         with self._lock:
             return [uc for uc in self._use_cases.values() if status is None or uc.status == status]
+
+    def listed_use_cases(self, status: str) -> list[UseCase]:
+        """What E5 answers: the use cases with `status` that have recorded events (every one with the switch)."""
+        with self._lock:
+            return [uc for uc in self.list_use_cases(status)
+                    if self.lists_unused_use_cases or uc.id in self._recorded]
 
     def rename_use_case(self, use_case_id: str, name: str) -> UseCase:
         """Rename (E7). 404 for an unknown id, 400 for a bad or duplicate name."""
@@ -211,6 +223,7 @@ class EventStore:
                 stored.seq = self._seq
                 self._events.pop(event_id, None)  # re-insert so dict order is the order of the last write
                 self._events[event_id] = stored
+                self._recorded.add(use_case_id)
                 self._writes[event_id] = self._writes.get(event_id, 0) + 1
                 ids.append(event_id)
             return ids
@@ -317,8 +330,9 @@ class EventStore:
             return {sid: upload.data for sid, upload in self._uploads.items()}
 
     def clear_data(self) -> None:
-        """Forget events, write counts and uploads; use cases stay."""
+        """Forget events, write counts and uploads; use cases stay (unlisted again until their next event)."""
         with self._lock:
+            self._recorded.clear()
             self._events.clear()
             self._writes.clear()
             self._uploads.clear()

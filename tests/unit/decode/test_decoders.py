@@ -93,9 +93,10 @@ def test_decoders_several_events_of_one_message_have_distinct_stable_ids() -> No
 
 
 def test_decoders_event_id_field_suffixes_further_events() -> None:
-    """With event_id_field, the first event keeps the payload's id and further ones get -1, -2."""
+    """With event_id_field, the first event keeps the payload's id and further ones get -1, -2 (sent as they are
+    with event_id_raw; namespaced by the route otherwise)."""
     payload = orjson.dumps({"run": "r-7", "outputs": [{"predictions": []}, {"predictions": []}]})
-    ingestor = Ingestor(Router([_route("roboflow", event_id_field="run")]), 65536)
+    ingestor = Ingestor(Router([_route("roboflow", event_id_field="run", event_id_raw=True)]), 65536)
     assert [r.event_id for r in ingestor.process(b"t/x", payload, time.time()).records] == ["r-7", "r-7-1"]
 
 

@@ -13,7 +13,7 @@ from mqtt_bridge.model.receipt import parse_receipt
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.observe.receipts import Receipts, compile_receipt_topics
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.transform.identity import derive_event_id
+from mqtt_bridge.transform.identity import derive_event_id, namespaced_event_id
 
 
 class _RecordingClient:
@@ -80,7 +80,8 @@ def test_receipts_for_ingest_dead_letters_carry_the_derived_event_id() -> None:
     receipts.on_committed([], [letter, with_id, unrouted])
     _run(receipts)
     ids = [orjson.loads(payload)["eventId"] for _, payload in client.sent]
-    assert ids == [derive_event_id("inspection", "f/L1/cam2/detections", payload), "mine-7"]
+    assert ids == [derive_event_id("inspection", "f/L1/cam2/detections", payload),
+                   namespaced_event_id("inspection", "mine-7")]
 
 
 def test_receipts_for_ingest_dead_letters_follow_the_ingest_precedence() -> None:
@@ -100,7 +101,7 @@ def test_receipts_for_ingest_dead_letters_follow_the_ingest_precedence() -> None
                    received_at_s=1.0, dead_at_s=1.0)])
     _run(receipts)
     ids = [orjson.loads(payload)["eventId"] for _, payload in client.sent]
-    assert ids == ["mine-8", derive_event_id("rf", "rf/c1", roboflow)]
+    assert ids == [namespaced_event_id("inspection", "mine-8"), derive_event_id("rf", "rf/c1", roboflow)]
 
 
 def test_receipts_refuse_a_topic_the_bridge_subscribes_to() -> None:

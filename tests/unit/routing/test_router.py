@@ -72,3 +72,30 @@ def test_routing_bad_templates_are_config_errors(topic: str, use_case: str, frag
     with pytest.raises(ConfigError) as info:
         _router({"topic": topic, "use_case": use_case})
     assert any(path.startswith("routes[0].") and fragment in msg for path, msg in info.value.problems)
+
+
+def test_routing_operator_feedback_route_without_related_event_id_is_a_config_error_with_its_key_path() -> None:
+    """An operator_feedback route must say which event the feedback is about; a constant feedback must be one of
+    the documented values; every problem is reported with its key path."""
+    with pytest.raises(ConfigError) as info:
+        _router({"topic": "fb/{line}", "use_case": "uc", "event_type": "operator_feedback"},
+                {"topic": "fb2/{line}", "use_case": "uc", "event_type": "operator_feedback",
+                 "operator_feedback": {"related_event_id": "{payload.ref}", "feedback": "wrong"}})
+    assert [path for path, _ in info.value.problems] == ["routes[0].operator_feedback.related_event_id",
+                                                         "routes[1].operator_feedback.feedback"]
+    assert "correct, incorrect, inconclusive" in info.value.problems[1][1]
+    route = _router({"topic": "fb/{line}", "use_case": "uc", "event_type": "operator_feedback",
+                     "operator_feedback": {"related_event_id": "{payload.ref}", "feedback": "{payload.verdict}",
+                                           "comment": "line {line}"}}).routes[0]
+    assert sorted(route.feedback) == ["comment", "feedback", "relatedEventId"]
+
+
+def test_routing_constant_event_data_that_must_be_a_string_is_a_config_error() -> None:
+    """`event_data: {value: 42}` would get the whole batch refused at the API: a config error (per event type;
+    every type's string fields when the payload decides the type). Counts and strings are fine."""
+    with pytest.raises(ConfigError) as info:
+        _router({"topic": "c/{x}", "use_case": "uc", "event_type": "custom", "event_data": {"value": 42}},
+                {"topic": "d/{x}", "use_case": "uc", "event_data": {"itemType": True}},
+                {"topic": "e/{x}", "use_case": "uc", "event_type": "inventory_count",
+                 "event_data": {"itemCount": 3, "location": "dock {x}"}})
+    assert [path for path, _ in info.value.problems] == ["routes[0].event_data.value", "routes[1].event_data.itemType"]

@@ -18,6 +18,7 @@ from mqtt_bridge.transform.identity import (
     event_id_for,
     format_reads_own_id,
     message_event_id,
+    namespaced_event_id,
     own_event_id,
 )
 from mqtt_bridge.transform.ingest import Ingestor
@@ -45,20 +46,36 @@ def test_identity_derived_id_depends_on_route_topic_and_payload() -> None:
 def test_identity_precedence_own_id_then_field_then_key_then_derived() -> None:
     """The message's own id beats the route's event_id_field, which beats an object key, which beats the hash."""
     document: JsonValue = {"serial": "s-9", "event_id": "mine"}
-    assert event_id_for("r", "t", b"p", document, own_id="mine", id_field="serial", key="k") == "mine"
-    assert event_id_for("r", "t", b"p", document, own_id=None, id_field="serial", key="k") == "s-9"
+    assert event_id_for("r", "t", b"p", document, own_id="mine", id_field="serial", key="k") == (
+        namespaced_event_id("r", "mine"))
+    assert event_id_for("r", "t", b"p", document, own_id=None, id_field="serial", key="k") == (
+        namespaced_event_id("r", "s-9"))
     keyed = event_id_for("r", "t", b"p", document, own_id=None, id_field=None, key="k")
     assert keyed == event_id_for("r", "other", b"other", None, own_id=None, id_field=None, key="k")
     assert event_id_for("r", "t", b"p", document, own_id=None, id_field=None) == derive_event_id("r", "t", b"p")
 
 
 def test_identity_field_ids_of_multi_event_messages_get_the_index() -> None:
-    """With event_id_field, the events after the first of a message get `-<index>`; integers are ids too."""
+    """With event_id_field, the events after the first of a message get `-<index>` (before namespacing, and as
+    they are with raw ids); integers are ids too."""
     document: JsonValue = {"batch": {"id": 17}}
-    ids = [event_id_for("r", "t", b"p", document, own_id=None, id_field="batch.id", index=i, count=3)
+    ids = [event_id_for("r", "t", b"p", document, own_id=None, id_field="batch.id", index=i, count=3, raw_ids=True)
            for i in range(3)]
     assert ids == ["17", "17-1", "17-2"]
-    assert event_id_for("r", "t", b"p", document, own_id=None, id_field="batch.id", index=0, count=1) == "17"
+    assert event_id_for("r", "t", b"p", document, own_id=None, id_field="batch.id", index=0, count=1) == (
+        namespaced_event_id("r", "17"))
+    assert [event_id_for("r", "t", b"p", document, own_id=None, id_field="batch.id", index=i, count=3)
+            for i in range(3)] == [namespaced_event_id("r", value) for value in ids]
+
+
+def test_identity_payload_ids_are_namespaced_by_the_route_unless_raw() -> None:
+    """The same payload id on two routes gives two eventIds (the API overwrites repeats); raw passes it as it is.
+    The namespaced value is pinned: changing it would re-send every event under a new id."""
+    assert namespaced_event_id("line-1", "42") == "5665f846-ff49-50e9-b3f6-4627a665f288"
+    assert namespaced_event_id("line-1", "42") != namespaced_event_id("line-2", "42")
+    assert event_id_for("r", "t", b"p", None, own_id="mine", id_field=None, raw_ids=True) == "mine"
+    assert event_id_for("r", "t", b"p", {"n": 7}, own_id=None, id_field="n", raw_ids=True) == "7"
+    assert event_id_for("r", "t", b"p", {"n": 7}, own_id=None, id_field="n") == namespaced_event_id("r", "7")
 
 
 def test_identity_further_parts_of_a_message_get_ids_of_their_own() -> None:
@@ -91,8 +108,10 @@ def test_identity_message_ids_follow_ingest_precedence_and_never_raise() -> None
     field holds no id, the message ingest dead-letters as event_id_missing)."""
     payload = b'{"event_id": "mine", "serial": "s-1"}'
     document: JsonValue = orjson.loads(payload)
-    assert message_event_id("r", "t", payload, document, id_field="serial") == "mine"
-    assert message_event_id("r", "t", payload, document, id_field="serial", reads_own_id=False) == "s-1"
+    assert message_event_id("r", "t", payload, document, id_field="serial") == namespaced_event_id("r", "mine")
+    assert message_event_id("r", "t", payload, document, id_field="serial", raw_ids=True) == "mine"
+    assert message_event_id("r", "t", payload, document, id_field="serial", reads_own_id=False) == (
+        namespaced_event_id("r", "s-1"))
     assert message_event_id("r", "t", payload, document, id_field="nope", reads_own_id=False) == (
         derive_event_id("r", "t", payload))
     assert message_event_id("r", "t", b"not json", None, id_field="serial") == derive_event_id("r", "t", b"not json")
@@ -109,6 +128,8 @@ def test_identity_only_canonical_and_auto_routes_read_the_own_id() -> None:
     ({}, {"event_id": "mine", "detections": []}),
     ({"event_id_field": "metadata.serial"}, {"event_id": "mine", "detections": [], "metadata": {"serial": "s"}}),
     ({"event_id_field": "metadata.serial"}, {"detections": [], "metadata": {"serial": "s-2"}}),
+    ({"event_id_field": "metadata.serial", "event_id_raw": True}, {"detections": [], "metadata": {"serial": "s-3"}}),
+    ({"event_id_raw": True}, {"event_id": "mine", "detections": []}),
     ({"format": "roboflow"}, {"event_id": "ignored", "predictions": []}),
 ])
 def test_identity_message_id_is_the_id_ingest_delivers(route: dict[str, object], payload: JsonValue) -> None:
@@ -120,7 +141,7 @@ def test_identity_message_id_is_the_id_ingest_delivers(route: dict[str, object],
     assert result.dead_letter is None, result.dead_letter
     assert [record.event_id for record in result.records] == [
         message_event_id("inspection", TOPIC, raw, payload, id_field=config.event_id_field,
-                         reads_own_id=format_reads_own_id(config.format))]
+                         reads_own_id=format_reads_own_id(config.format), raw_ids=config.event_id_raw)]
 
 
 def test_identity_and_the_sdk_load_no_pillow_and_no_decoders() -> None:

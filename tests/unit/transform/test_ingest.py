@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -12,9 +14,10 @@ from PIL import Image
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.model.record import Record
-from mqtt_bridge.model.values import JsonDict
+from mqtt_bridge.model.values import JsonDict, format_timestamp
 from mqtt_bridge.routing.router import Router
-from mqtt_bridge.transform.ingest import Ingestor
+from mqtt_bridge.transform.identity import namespaced_event_id
+from mqtt_bridge.transform.ingest import SOURCE_TIMESTAMP_KEY, Ingestor
 
 TOPIC = b"factory/L1/cam2/detections"
 STAMP = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
@@ -79,12 +82,17 @@ def test_ingest_event_id_is_deterministic_per_message() -> None:
 
 
 def test_ingest_event_id_from_payload_field() -> None:
-    """event_id_field takes the id from the payload; a message without it is dead-lettered."""
+    """event_id_field takes the id from the payload, namespaced by the route (UUIDv5 of route name and value, raw
+    with event_id_raw); a message without it is dead-lettered."""
     ingestor = Ingestor(Router([RouteConfig.model_validate({"topic": "rf/{cam}", "use_case": "uc",
                                                             "format": "roboflow", "event_id_field": "inference_id"})]),
                         max_payload_bytes=4096)
     record = _one(ingestor, {"inference_id": "inf-42", "predictions": []}, topic=b"rf/c1")
-    assert record.event_id == "inf-42"
+    assert record.event_id == namespaced_event_id("rf/{cam}", "inf-42")
+    raw_ingestor = Ingestor(Router([RouteConfig.model_validate({
+        "topic": "rf/{cam}", "use_case": "uc", "format": "roboflow", "event_id_field": "inference_id",
+        "event_id_raw": True})]), max_payload_bytes=4096)
+    assert _one(raw_ingestor, {"inference_id": "inf-42", "predictions": []}, topic=b"rf/c1").event_id == "inf-42"
     result = ingestor.process(b"rf/c1", b'{"predictions": []}', time.time())
     assert result.dead_letter is not None and result.dead_letter.reason == "event_id_missing"
 
@@ -128,7 +136,6 @@ def test_ingest_drops_degenerate_boxes_and_filters_confidence() -> None:
     (TOPIC, b'{"detections": "many"}', "invalid_message"),
     (TOPIC, b'{"detections": [{"class": "a", "confidence": "high", "x": 1, "y": 1, "width": 1, "height": 1}]}',
      "invalid_message"),
-    (TOPIC, b'{"detections": [], "timestamp": "2001-01-01T00:00:00Z"}', "invalid_event"),
     (TOPIC, b'{"detections": [], "metadata": {"bad/key": 1}}', "invalid_event"),
     (TOPIC, b'{"detections": [], "image": {"data": "bm90IGFuIGltYWdl"}}', "bad_image"),
     (TOPIC, b'{"detections": [], "bogus": 1}', "invalid_message"),
@@ -144,3 +151,81 @@ def test_ingest_hostile_input_is_dead_lettered_with_reason(topic: bytes, payload
     assert result.dead_letter is not None
     assert result.dead_letter.reason == reason, result.dead_letter
     assert result.dead_letter.payload == payload
+
+
+def test_ingest_replaces_a_payload_time_outside_the_window_by_the_receive_time_keeping_the_original(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Default policy (payload + receive): a camera 3 days ahead still delivers, at the receive time, with its own
+    time in customMetadata.sourceTimestamp, counted, and warned about once a minute per route."""
+    ingestor = _ingestor()
+    received = time.time()
+    ahead = format_timestamp(datetime.fromtimestamp(received, tz=UTC) + timedelta(days=3))
+    caplog.set_level(logging.WARNING, logger="mqtt_bridge.transform.ingest")
+    results = [ingestor.process(TOPIC, orjson.dumps({"detections": [], "timestamp": ahead, "metadata": {"n": n}}),
+                                received + n) for n in range(3)]
+    assert [r.timestamps_replaced for r in results] == [1, 1, 1]
+    event = results[0].records[0].event
+    assert event["timestamp"] == format_timestamp(datetime.fromtimestamp(received, tz=UTC))
+    assert event["customMetadata"] == {"line": "L1", "n": 0, SOURCE_TIMESTAMP_KEY: ahead}
+    assert len([r for r in caplog.records if "outside the API's window" in r.getMessage()]) == 1
+    later = ingestor.process(TOPIC, orjson.dumps({"detections": [], "timestamp": ahead}), received + 61)
+    warnings = [r.getMessage() for r in caplog.records if "outside the API's window" in r.getMessage()]
+    assert later.timestamps_replaced == 1 and len(warnings) == 2 and "count=3" in warnings[1]
+    inside = ingestor.process(TOPIC, b'{"detections": [], "timestamp": "' + format_timestamp(
+        datetime.fromtimestamp(received, tz=UTC) - timedelta(days=3)).encode() + b'"}', received)
+    assert inside.timestamps_replaced == 0
+    metadata = inside.records[0].event["customMetadata"]
+    assert isinstance(metadata, dict) and SOURCE_TIMESTAMP_KEY not in metadata
+
+
+def test_ingest_strict_timestamp_policy_dead_letters_a_payload_time_outside_the_window() -> None:
+    """timestamp.out_of_window: dead_letter keeps the strict behaviour: the message is dead-lettered."""
+    result = _ingestor(timestamp={"out_of_window": "dead_letter"}).process(
+        TOPIC, b'{"detections": [], "timestamp": "2001-01-01T00:00:00Z"}', time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "invalid_event"
+    assert "timestamp must lie between one year ago and tomorrow" in result.dead_letter.detail
+
+
+def test_ingest_receive_timestamp_source_ignores_the_payload_time() -> None:
+    """timestamp.source: receive always stamps the receive time (nothing replaced, nothing kept)."""
+    received = time.time()
+    result = _ingestor(timestamp={"source": "receive"}).process(
+        TOPIC, b'{"detections": [], "timestamp": "2026-01-01T00:00:00Z"}', received)
+    assert result.timestamps_replaced == 0
+    assert result.records[0].event["timestamp"] == format_timestamp(datetime.fromtimestamp(received, tz=UTC))
+
+
+def _feedback_ingestor() -> Ingestor:
+    return Ingestor(Router([RouteConfig.model_validate({
+        "name": "review", "topic": "review/{station}", "use_case": "uc", "event_type": "operator_feedback",
+        "operator_feedback": {"related_event_id": "{payload.metadata.ref}", "feedback": "{payload.metadata.verdict}",
+                              "comment": "{payload.metadata.note}"}})]), max_payload_bytes=4096)
+
+
+def test_ingest_operator_feedback_maps_related_event_feedback_and_a_top_level_comment() -> None:
+    """The route's templates fill eventData.relatedEventId and feedback; the comment goes top-level."""
+    record = _one(_feedback_ingestor(), {"detections": [], "metadata": {
+        "ref": "evt-1", "verdict": "incorrect", "note": "not a scratch"}}, topic=b"review/s1")
+    assert record.event["eventType"] == "operator_feedback"
+    assert record.event["eventData"] == {"relatedEventId": "evt-1", "feedback": "incorrect"}
+    assert record.event["comment"] == "not a scratch"
+
+
+def test_ingest_operator_feedback_outside_the_documented_values_is_dead_lettered() -> None:
+    """A rendered feedback other than correct / incorrect / inconclusive is invalid_event, for that message alone."""
+    result = _feedback_ingestor().process(
+        b"review/s1", b'{"detections": [], "metadata": {"ref": "evt-1", "verdict": "meh", "note": "x"}}', time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "invalid_event"
+    assert "eventData.feedback must be one of correct, incorrect, inconclusive" in result.dead_letter.detail
+
+
+def test_ingest_event_data_fields_that_must_be_strings_are_dead_lettered_before_buffering() -> None:
+    """A payload's eventData number where the API wants a string (custom value, operator_feedback without its
+    relatedEventId) is dead-lettered alone, so it never gets a whole batch refused."""
+    result = _ingestor().process(TOPIC, b'{"detections": [], "event_type": "custom", "event_data": {"value": 42}}',
+                                 time.time())
+    assert result.dead_letter is not None and result.dead_letter.reason == "invalid_event"
+    assert "eventData.value must be a string for custom" in result.dead_letter.detail
+    feedback = _ingestor().process(TOPIC, b'{"detections": [], "event_type": "operator_feedback", '
+                                          b'"event_data": {"feedback": "correct"}}', time.time())
+    assert feedback.dead_letter is not None and "relatedEventId" in feedback.dead_letter.detail

@@ -82,7 +82,7 @@ def test_emulator_serve_runs_until_stopped(caplog: pytest.LogCaptureFixture) -> 
     stop = threading.Event()
     caplog.set_level(logging.INFO, logger="mqtt_bridge.devtools.emulator.server")
     thread = threading.Thread(target=serve, args=("127.0.0.1", 0, "k1", ["uc-a", "uc-b=Line B"]),
-                              kwargs={"stop": stop}, name="test-serve")
+                              kwargs={"stop": stop, "list_unused_use_cases": True}, name="test-serve")
     thread.start()
     try:
         record = wait_until(lambda: next((r for r in caplog.records if "serving" in r.getMessage()), None),

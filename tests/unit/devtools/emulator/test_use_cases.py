@@ -18,6 +18,7 @@ from tests.unit.devtools.emulator.helpers import (
 def test_emulator_use_cases_create_duplicate_list_rename_archive(emulator: Emulator,
                                                                   session: requests.Session) -> None:
     """Use cases are created (trimmed, unique), listed by status, renamed, archived and unarchived."""
+    emulator.lists_unused_use_cases = True  # this test lists use cases that never recorded an event
     base = f"{emulator.url}/vision-events/use-cases"
     created = session.post(base, json={"name": "  Packing  "}, timeout=5)
     assert created.status_code == 201
@@ -84,9 +85,26 @@ def test_emulator_use_case_rule_answers_documented_status_and_body(
 
 def test_emulator_use_case_list_has_the_documented_fields(emulator: Emulator, session: requests.Session) -> None:
     """E5 items carry id, name, status, workspaceId, createdAt and updatedAt (spec §2.5), plus lookbackDays."""
+    assert post_batch(session, emulator, [make_event("e1")]).status_code == 201  # listed once it has an event
     answer = session.get(f"{emulator.url}/vision-events/use-cases", timeout=5).json()
     assert answer["lookbackDays"] == 14
     item = answer["useCases"][0]
     assert set(item) == {"id", "name", "status", "workspaceId", "createdAt", "updatedAt"}
     assert (item["id"], item["status"]) == (USE_CASE, "active")
     assert item["createdAt"].endswith("Z")
+
+
+def test_emulator_use_case_list_shows_only_use_cases_that_have_recorded_events(session: requests.Session) -> None:
+    """E5 lists a use case only after its first event (spec §6); the switch lists every one, at run time."""
+    with Emulator(use_cases=[{"id": USE_CASE, "name": "Line 1"}, {"id": "uc-2", "name": "Line 2"}]) as emu:
+        session.headers["Authorization"] = "Bearer demo-key"
+        base = f"{emu.url}/vision-events/use-cases"
+        assert session.get(base, timeout=5).json()["useCases"] == []
+        assert post_batch(session, emu, [make_event("e1")]).status_code == 201
+        assert [uc["id"] for uc in session.get(base, timeout=5).json()["useCases"]] == [USE_CASE]
+        emu.lists_unused_use_cases = True
+        assert [uc["id"] for uc in session.get(base, timeout=5).json()["useCases"]] == [USE_CASE, "uc-2"]
+        emu.lists_unused_use_cases = False
+        emu.reset()  # the events are gone, so is the use case from the list
+        assert session.get(base, timeout=5).json()["useCases"] == []
+        assert [uc["id"] for uc in emu.use_cases()] == [USE_CASE, "uc-2"]  # inspection shows every one
