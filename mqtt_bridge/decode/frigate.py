@@ -10,11 +10,12 @@ needs: which object ids were already sent (`send_on: new`) and the latest snapsh
 - The snapshot topic carries raw JPEG bytes, cropped and resized by Frigate with the box drawn on: it is attached
   as a display image without boxes (they would not fit it). Other Frigate topics (counts, stats, reviews) send
   nothing.
+- Memory is bounded in bytes: the latest snapshots together in `SNAPSHOTS_BYTES` (`cache="frigate_snapshots"`, the
+  least recently updated camera/label first out) and the ids already sent in `SENT_IDS_BYTES`
+  (`cache="frigate_ids"`).
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 from mqtt_bridge.config.format_options import FrigateOptions
 from mqtt_bridge.config.routes import RouteConfig
@@ -22,13 +23,16 @@ from mqtt_bridge.decode.base import Decoded, Message, confidence_factor
 from mqtt_bridge.decode.fields import add_box, center_box, number, optional_text, text, timestamp
 from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.checks import sniff_image_type
+from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.values import JsonDict, JsonValue
 
-__all__ = ["FrigateDecoder", "is_event", "is_snapshot"]
+__all__ = ["SENT_IDS_BYTES", "SNAPSHOTS_BYTES", "FrigateDecoder", "is_event", "is_snapshot"]
 
 _TYPES = ("new", "update", "end")
 _MAX_REMEMBERED_IDS = 10_000
 _MAX_SNAPSHOTS = 1000
+SNAPSHOTS_BYTES = 64 * 2**20  # the latest snapshot per camera and label, together (one may be 4 MiB)
+SENT_IDS_BYTES = 4 * 2**20
 _SNAPSHOT_LEVELS = 4  # <prefix>/<camera>/<label>/snapshot
 
 
@@ -50,8 +54,10 @@ class FrigateDecoder:
     def __init__(self, route: RouteConfig) -> None:
         self._options: FrigateOptions = route.frigate
         self._factor = confidence_factor(route)
-        self._sent: OrderedDict[str, None] = OrderedDict()
-        self._snapshots: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
+        self._sent: ByteLRU[str, bool] = ByteLRU("frigate_ids", SENT_IDS_BYTES, lambda key, _: text_bytes(key),
+                                                 _MAX_REMEMBERED_IDS)
+        self._snapshots: ByteLRU[tuple[str, str], tuple[bytes, float]] = ByteLRU(
+            "frigate_snapshots", SNAPSHOTS_BYTES, lambda key, value: text_bytes(*key, value[0]), _MAX_SNAPSHOTS)
 
     def decode(self, message: Message) -> list[Decoded]:
         """Decode one message: a tracked-object event, a snapshot to remember, or nothing."""
@@ -80,18 +86,13 @@ class FrigateDecoder:
             return []
         decoded = self._event(after, object_id, message.received_at_s)
         if self._options.send_on == "new":
-            self._sent[object_id] = None
-            while len(self._sent) > _MAX_REMEMBERED_IDS:
-                self._sent.popitem(last=False)
+            self._sent.put(object_id, True)
         return [decoded]
 
     def _remember_snapshot(self, camera: str, label: str, message: Message) -> None:
         if not self._options.snapshot or sniff_image_type(message.payload) is None:
             return
-        self._snapshots[(camera, label)] = (message.payload, message.received_at_s)
-        self._snapshots.move_to_end((camera, label))
-        while len(self._snapshots) > _MAX_SNAPSHOTS:
-            self._snapshots.popitem(last=False)
+        self._snapshots.put((camera, label), (message.payload, message.received_at_s))
 
     def _event(self, after: JsonDict, object_id: str, received_at_s: float) -> Decoded:
         label = text(after.get("label"), "after.label")

@@ -11,13 +11,17 @@ and the mapping of configured metrics (`routes[].sparkplug`) to events (spec/pay
   payload's; an image comes from a Bytes/File metric;
 - a DATA message with an alias that no BIRTH announced is dead-lettered (`unknown_alias`): without the BIRTH the
   bridge cannot tell what it carries. The edge node's next rebirth fixes it (the bridge never publishes).
+- the alias tables are bounded in bytes: `NODE_TABLE_BYTES` per edge node (a BIRTH's metrics past it are not
+  learned, counted as `cache="sparkplug_aliases"`; their DATA then dead-letters `unknown_alias`) and
+  `ALIAS_TABLES_BYTES` for all nodes (the least recently heard node is forgotten first, `cache="sparkplug_nodes"`;
+  its next BIRTH teaches it again).
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from mqtt_bridge.config.format_options import SparkplugMetric, SparkplugOptions
 from mqtt_bridge.config.routes import RouteConfig
@@ -25,12 +29,16 @@ from mqtt_bridge.decode.base import Decoded, Decoder, DecoderFactory, Message, c
 from mqtt_bridge.decode.generic import decode_mapped
 from mqtt_bridge.decode.sparkplug_schema import DataSetRaw, MetricRaw, RawValue, TemplateRaw, parse_payload
 from mqtt_bridge.errors import DeadLetterReason, DecodeError
+from mqtt_bridge.model.bounded import ENTRY_OVERHEAD_BYTES, ByteLRU, count_evictions, text_bytes
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
-__all__ = ["NAMESPACE", "SparkplugDecoder", "is_sparkplug_topic", "metric_value"]
+__all__ = ["ALIAS_TABLES_BYTES", "NAMESPACE", "NODE_TABLE_BYTES", "SparkplugDecoder", "is_sparkplug_topic",
+           "metric_value"]
 
 NAMESPACE = "spBv1.0"
 _MAX_EDGE_NODES = 10_000
+NODE_TABLE_BYTES = 4 * 2**20  # the aliases and datatypes one edge node's BIRTHs may teach
+ALIAS_TABLES_BYTES = 32 * 2**20  # every edge node's tables together (per route)
 _MAX_DEPTH = 16
 _MIN_TOPIC_LEVELS = 4
 _DATA = ("NDATA", "DDATA")
@@ -41,6 +49,30 @@ _BYTES_TYPES = (17, 18)
 _DATASET, _TEMPLATE = 16, 19
 
 Alias = tuple[str, int | None]  # metric name, datatype
+
+
+@dataclass(slots=True)
+class _NodeTable:
+    """What the BIRTHs of one edge node announced, and its accounted bytes."""
+
+    aliases: dict[int, Alias] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+
+    def learn(self, metric: MetricRaw) -> bool:
+        """Remember a BIRTH metric's alias and datatype; False when the table is full (nothing learned)."""
+        name = metric.name
+        if name is None:
+            return True
+        cost = text_bytes(name) + ENTRY_OVERHEAD_BYTES * ((metric.alias is not None) + (metric.datatype is not None))
+        if self.bytes + cost > NODE_TABLE_BYTES:
+            return False
+        if metric.alias is not None:
+            self.aliases[metric.alias] = (name, metric.datatype)
+        if metric.datatype is not None:
+            self.types[name] = metric.datatype
+        self.bytes += cost
+        return True
 
 
 def is_sparkplug_topic(topic: str) -> bool:
@@ -115,8 +147,9 @@ class SparkplugDecoder:
         self._build = build_decoder
         self._options: SparkplugOptions | None = route.sparkplug
         self._factor = confidence_factor(route)
-        self._aliases: OrderedDict[tuple[str, str], dict[int, Alias]] = OrderedDict()
-        self._types: dict[tuple[str, str], dict[str, int]] = {}
+        self._nodes: ByteLRU[tuple[str, str], _NodeTable] = ByteLRU(
+            "sparkplug_nodes", ALIAS_TABLES_BYTES, lambda node, table: text_bytes(*node) + table.bytes,
+            _MAX_EDGE_NODES)
         self._nested: dict[str, Decoder] = {}
 
     def decode(self, message: Message) -> list[Decoded]:
@@ -131,26 +164,19 @@ class SparkplugDecoder:
         device = "/".join(levels[4:]) or None
         node = (group, edge)
         if kind == "NDEATH":
-            self._aliases.pop(node, None)
-            self._types.pop(node, None)
+            self._nodes.pop(node)
             return []
         if kind not in ("NBIRTH", "DBIRTH", *_DATA):
             return []  # DDEATH, NCMD, DCMD
         payload = parse_payload(message.payload)
-        if kind == "NBIRTH" or node not in self._aliases:
-            self._aliases[node] = {}
-            self._types[node] = {}
-            while len(self._aliases) > _MAX_EDGE_NODES:
-                old, _ = self._aliases.popitem(last=False)
-                self._types.pop(old, None)
-        self._aliases.move_to_end(node)
+        table = self._nodes.get(node)  # marks the node recently heard
+        if kind == "NBIRTH" or table is None:
+            table = _NodeTable()
+            self._nodes.put(node, table)
         if kind in ("NBIRTH", "DBIRTH"):
-            for metric in payload.metrics:
-                if metric.name is not None:
-                    if metric.alias is not None:
-                        self._aliases[node][metric.alias] = (metric.name, metric.datatype)
-                    if metric.datatype is not None:
-                        self._types[node][metric.name] = metric.datatype
+            refused = sum(not table.learn(metric) for metric in payload.metrics)
+            count_evictions("sparkplug_aliases", refused)
+            self._nodes.resize(node)  # re-account: may forget the least recently heard nodes
             return []
         values, raw_metrics = self._resolve(node, payload.metrics, message.topic)
         return self._events(values, raw_metrics, payload.timestamp_ms, payload.seq, group, edge, device, message)
@@ -159,7 +185,9 @@ class SparkplugDecoder:
                  topic: str) -> tuple[dict[str, JsonValue | bytes], dict[str, MetricRaw]]:
         values: dict[str, JsonValue | bytes] = {}
         raw_metrics: dict[str, MetricRaw] = {}
-        table = self._aliases.get(node, {})
+        node_table = self._nodes.get(node)
+        table = node_table.aliases if node_table is not None else {}
+        types = node_table.types if node_table is not None else {}
         for metric in metrics:
             name, datatype = metric.name, metric.datatype
             if name is None:
@@ -170,7 +198,7 @@ class SparkplugDecoder:
                                       "BIRTH the bridge has seen (it needs the edge node to rebirth)")
                 name, datatype = known[0], datatype if datatype is not None else known[1]
             if datatype is None:
-                datatype = self._types.get(node, {}).get(name)
+                datatype = types.get(name)
             values[name] = metric_value(metric.value, datatype)
             raw_metrics[name] = metric
         return values, raw_metrics

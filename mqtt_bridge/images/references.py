@@ -39,12 +39,13 @@ from mqtt_bridge.errors import DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import JoinOutcome
 from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, has_reference
 from mqtt_bridge.model.attachment import Attachment, ReferenceKind
+from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.values import JsonValue
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import Router
 
-__all__ = ["FETCH_WORKERS", "ImageReferences"]
+__all__ = ["FETCH_WORKERS", "NOT_IMAGE_TOPICS_BYTES", "ImageReferences"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ _ROUTE_WORKERS = max(1, FETCH_WORKERS // 2)  # fetches of one route at a time: t
 _Job = tuple[ReferencePlan, Inbound, str, dict[str, str]]
 _TICK_S = 0.05
 _MISSING_LOG_EVERY_S = 60.0
+NOT_IMAGE_TOPICS_BYTES = 4 * 2**20  # the topics known not to be companion image topics (cache="image_topics")
 
 
 class ImageReferences:
@@ -75,7 +77,8 @@ class ImageReferences:
         self._companions = [plan for plan in self._plans.values() if plan.kind == ReferenceKind.COMPANION]
         self.has_fetches = any(plan.kind != ReferenceKind.COMPANION for plan in self._plans.values())
         self._lock = threading.Lock()
-        self._not_image_topics: set[str] = set()  # paho thread only
+        self._not_image_topics: ByteLRU[str, bool] = ByteLRU(
+            "image_topics", NOT_IMAGE_TOPICS_BYTES, lambda topic, _: text_bytes(topic), 10_000)  # paho thread only
         self._jobs = threading.Condition()  # guards the three below
         self._waiting: dict[int, deque[_Job]] = {}  # route index -> its fetches waiting, oldest first
         self._busy: dict[int, int] = {}  # route index -> its fetches running
@@ -204,8 +207,7 @@ class ImageReferences:
             captures = companion.image_topic.match(levels)
             if captures is not None:
                 return companion, captures
-        if len(self._not_image_topics) < 10_000:  # bounded: topics may carry ids
-            self._not_image_topics.add(topic)
+        self._not_image_topics.put(topic, True)  # bounded in bytes: topics may carry ids
         return None
 
     def _settle(self, plan: ReferencePlan, message: Inbound, key: str, *, is_image: bool) -> None:

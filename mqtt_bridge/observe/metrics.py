@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from mqtt_bridge import __version__
 from mqtt_bridge.api.client import BatchAnswer, EventsApi
+from mqtt_bridge.model.bounded import CACHE_NAMES, eviction_counts
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.stats import LATENCY_BUCKETS_S, Stats
 
@@ -164,6 +165,12 @@ class _BridgeCollector(Collector):
             ("ready", int(state.is_ready), "1 when /readyz answers 200."),
         ):
             yield GaugeMetricFamily(PREFIX + name, help_text, value=value)
+        evictions = CounterMetricFamily(PREFIX + "cache_evictions", "Entries dropped from an in-memory cache or table "
+                                        "to keep it within its byte bound, by cache (per process).", labels=["cache"])
+        counts = eviction_counts()
+        for cache in sorted(set(CACHE_NAMES) | set(counts)):
+            evictions.add_metric([cache], counts.get(cache, 0))
+        yield evictions
         info = GaugeMetricFamily(PREFIX + "build_info", "Version of the bridge.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

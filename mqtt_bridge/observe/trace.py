@@ -1,7 +1,8 @@
 """The message trace: where the last few thousand messages are (received → buffered → image uploaded → delivered or
 dead-lettered), for the status page's search by eventId or topic, plus the most recent dead letters.
 
-Owns: a bounded in-memory index (oldest entries fall out first), an `OutcomeHook` (`observe.hooks`) that costs one
+Owns: a bounded in-memory index (`capacity` entries and `TRACE_MAX_BYTES` accounted bytes at most, least recently
+updated out first, evictions counted as `cache="trace"`), an `OutcomeHook` (`observe.hooks`) that costs one
 call per committed group (receiver) and one per outcome (flusher). It is a diagnostic aid, not a record: it starts
 empty after a restart and forgets old messages; the buffer and the dead letters stay the source of truth. Never
 raises into its callers.
@@ -12,21 +13,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.hooks import Outcome, OutcomeHook
 from mqtt_bridge.observe.redact import redact
 
-__all__ = ["STAGES", "MessageTrace", "TraceEntry"]
+__all__ = ["STAGES", "TRACE_MAX_BYTES", "MessageTrace", "TraceEntry"]
 
 log = logging.getLogger(__name__)
 
 STAGES = tuple(outcome.value for outcome in Outcome)
 _DETAIL_CHARS = 300
+TRACE_MAX_BYTES = 16 * 2**20  # a topic may be 64 KiB: 10,000 of them would be 640 MiB
+_STAGES_BYTES = 100 * len(STAGES)  # the stages dict once every stage is stamped
+
+
+def _entry_bytes(key: str, entry: TraceEntry) -> int:
+    """Accounted bytes of one entry, with room for what it may still get (every stage, a reason)."""
+    return text_bytes(key, entry.event_id, entry.topic, entry.route) + _STAGES_BYTES + _DETAIL_CHARS
 
 
 @dataclass(slots=True)
@@ -58,7 +67,8 @@ class MessageTrace(OutcomeHook):
     def __init__(self, capacity: int = 10_000, recent_dead_letters: int = 50) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, TraceEntry] = OrderedDict()
+        self._entries: ByteLRU[str, TraceEntry] = ByteLRU("trace", TRACE_MAX_BYTES, _entry_bytes,
+                                                          max(capacity, 1))
         self._recent_dead: deque[JsonDict] = deque(maxlen=recent_dead_letters)
         self._anonymous = 0
 
@@ -112,9 +122,8 @@ class MessageTrace(OutcomeHook):
     def _entry(self, key: str, event_id: str, topic: str, route: str) -> TraceEntry:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = TraceEntry(key, event_id, topic, route)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            entry = TraceEntry(key, event_id, topic, route)
+            self._entries.put(key, entry)  # may not be kept (too big alone): then it is only updated, not stored
         return entry
 
     def _dead_locked(self, event_id: str, topic: str, route: str, reason: str, detail: str, received_at_s: float,
@@ -144,7 +153,7 @@ class MessageTrace(OutcomeHook):
             if exact is not None:
                 return [exact.to_json()]
             found = []
-            for entry in reversed(self._entries.values()):
+            for entry in reversed(list(self._entries.values())):
                 if query in (entry.event_id, entry.topic) or entry.topic.startswith(query):
                     found.append(entry.to_json())
                     if len(found) >= limit:

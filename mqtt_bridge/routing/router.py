@@ -1,8 +1,9 @@
 """Topic routing: the routes of the config compiled with their templates, and the first route matching a topic.
 
 Owns: compiling each route's topic and value templates (their grammar is `routing.templates`), collecting every
-route's problems into one ConfigError, the subscription filters, and the match of a topic to its route (cached).
-Must not do I/O.
+route's problems into one ConfigError, the subscription filters, and the match of a topic to its route (cached in
+a `ByteLRU` of `ROUTE_CACHE_BYTES`, evictions counted as `cache="route"`: a cache only, so an eviction never changes
+a result, the match is computed again). Must not do I/O.
 """
 
 from __future__ import annotations
@@ -11,10 +12,23 @@ from dataclasses import dataclass
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError, DeadLetterReason, RouteNotFound
+from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.event import EVENT_DATA_STRING_FIELDS, FEEDBACK_VALUES
 from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
-__all__ = ["CompiledRoute", "Router"]
+__all__ = ["ROUTE_CACHE_BYTES", "CompiledRoute", "Router"]
+
+ROUTE_CACHE_BYTES = 8 * 2**20  # topic -> route cache; topics may carry ids and be up to 64 KiB long
+_ROUTE_CACHE_ENTRIES = 10_000
+_CAPTURE_OVERHEAD = 100
+
+_Hit = tuple["CompiledRoute", dict[str, str]] | None
+
+
+def _hit_bytes(topic: str, cached: tuple[_Hit]) -> int:
+    hit = cached[0]
+    captured = sum(text_bytes(k, v) + _CAPTURE_OVERHEAD for k, v in hit[1].items()) if hit is not None else 0
+    return text_bytes(topic) + captured
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +132,7 @@ class Router:
         if problems:
             raise ConfigError(problems)
         self.routes = [r for r in compiled if r is not None]
-        self._cache: dict[str, tuple[CompiledRoute, dict[str, str]] | None] = {}
+        self._cache: ByteLRU[str, tuple[_Hit]] = ByteLRU("route", ROUTE_CACHE_BYTES, _hit_bytes, _ROUTE_CACHE_ENTRIES)
 
     def subscriptions(self) -> list[str]:
         """The MQTT filters to subscribe to, in route order, without duplicates."""
@@ -126,16 +140,18 @@ class Router:
 
     def match(self, topic: str) -> tuple[CompiledRoute, dict[str, str]]:
         """Return the first matching route and its captured levels. Raises RouteNotFound."""
-        hit = self._cache.get(topic)
-        if hit is None and topic not in self._cache:
+        cached = self._cache.get(topic)  # (hit,) or (None,) for "no route"; None when not cached
+        if cached is None:
+            hit: _Hit = None
             levels = topic.split("/")
             for route in self.routes:
                 captures = route.topic.match(levels)
                 if captures is not None:
                     hit = (route, captures)
                     break
-            if len(self._cache) < 10_000:  # bounded: topics may carry ids
-                self._cache[topic] = hit
+            self._cache.put(topic, (hit,))  # bounded in bytes: topics may carry ids
+        else:
+            hit = cached[0]
         if hit is None:
             raise RouteNotFound(DeadLetterReason.NO_ROUTE, f"no route matches topic {topic[:200]!r}")
         return hit

@@ -74,6 +74,7 @@ class DiskBuffer:
         self._lock_file = lock_directory(self.path)
         try:
             self._cache = open_database(self.path)
+            self._letters.quarantine_unsafe_rows()  # before any key is iterated (no pickle, no outside file)
             self._load_state()
         except StorageError:
             self.close()

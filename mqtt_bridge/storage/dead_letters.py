@@ -2,19 +2,27 @@
 
 Owns: their keys (`dlq-<n>`, pushed in arrival order, after the queue's integer keys), writing them inside a
 transaction the buffer opened (so that finishing a batch and dead-lettering part of it is one commit), reading,
-deleting, and their count. `DiskBuffer` is the only user; callers go through it.
+deleting, and their count; and the quarantine of unsafe rows found on open (`storage.disk.unsafe_rows`: a pickled
+key or value, a row naming a file), each replaced by a dead letter that says what it was, in one transaction.
+`DiskBuffer` is the only user; callers go through it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import diskcache
 
+from mqtt_bridge.errors import DeadLetterReason
 from mqtt_bridge.model.record import DeadLetter
+from mqtt_bridge.storage.disk import delete_rows, unsafe_rows
 
 __all__ = ["DeadLetters"]
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "dlq"
 
@@ -39,6 +47,23 @@ class DeadLetters:
     def load(self) -> None:
         """Count the stored dead letters (on open)."""
         self._count = sum(1 for key in self._db().iterkeys() if _is_key(key))
+
+    def quarantine_unsafe_rows(self) -> int:
+        """Replace every unsafe row by a dead letter (`unreadable_record`), nothing loaded; returns how many. Runs on
+        open, before anything iterates the keys (diskcache would unpickle a pickled key while iterating)."""
+        db = self._db()
+        rows = unsafe_rows(db)
+        if not rows:
+            return 0
+        now = time.time()
+        letters = [DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail=f"quarantined {row.why}", topic="",
+                              route="", payload=row.data, received_at_s=0.0, dead_at_s=now) for row in rows]
+        with db.transact(retry=True):
+            delete_rows(db, [row.rowid for row in rows])
+            self.write(letters)
+        for row in rows:
+            log.error("buffer row quarantined to the dead letters: %s", row.why)
+        return len(rows)
 
     def write(self, letters: Iterable[DeadLetter]) -> int:
         """Push dead letters inside the caller's transaction; returns how many. Count them with `added` once

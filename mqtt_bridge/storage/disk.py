@@ -1,8 +1,10 @@
 """The SQLite database under the disk buffer, opened through diskcache the one safe way.
 
 Owns: the instance lock (a second bridge on the same directory refuses to start), the integrity check that runs
-before diskcache touches the file (a corrupt buffer must never start empty), the bytes-only `Disk` (nothing is ever
-pickled or unpickled, CVE-2025-69872), and the diskcache settings of spec/reliability.md §2: no eviction, no
+before diskcache touches the file (a corrupt buffer must never start empty), the bytes-only `Disk` (keys and values
+are bytes, str or int; nothing is ever pickled or unpickled, CVE-2025-69872; no file outside the directory is ever
+read or removed), the sweep that finds rows diskcache would unpickle or follow to a file (`unsafe_rows`, run on
+open, before anything iterates the keys), and the diskcache settings of spec/reliability.md §2: no eviction, no
 expiry, `synchronous=FULL`, every value inline in SQLite, a small page cache. Knows nothing of what the values mean
 (`buffer` and `dead_letters` do).
 """
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -20,23 +23,102 @@ import diskcache
 
 from mqtt_bridge.errors import BufferCorrupt, BufferLocked, StorageError
 
-__all__ = ["BytesOnlyDisk", "lock_directory", "open_database", "quick_check", "unlock_directory"]
+__all__ = ["BytesOnlyDisk", "UnsafeRow", "delete_rows", "lock_directory", "open_database", "quick_check",
+           "unlock_directory", "unsafe_rows"]
 
 _INLINE_LIMIT = 2**31 - 1  # every value stays inside SQLite (reliability.md §2.3, rollback with side files)
 
 
+_KEY_TYPES = (bytes, str, int)
+_MODE_RAW = diskcache.core.MODE_RAW
+
+
+def _is_inside(directory: str, filename: str) -> bool:
+    """Whether `filename` (as stored in a row) names a path inside `directory`, symlinks resolved."""
+    if not filename or os.path.isabs(filename) or "\x00" in filename:
+        return False
+    root = os.path.realpath(directory)
+    full = os.path.realpath(os.path.join(root, filename))
+    return os.path.commonpath([root, full]) == root and full != root
+
+
 class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache Disk that stores only bytes/str/int and never unpickles (CVE-2025-69872)."""
+    """A diskcache Disk whose keys and values are bytes/str/int only and that never unpickles (CVE-2025-69872).
+
+    Every value is stored inline (raw mode); a row in any other mode, with a pickled key, or naming a file is refused
+    on read (BufferCorrupt), and `remove` never touches a path outside the directory.
+    """
+
+    def put(self, key: object) -> tuple[object, bool]:
+        if type(key) not in _KEY_TYPES:
+            raise TypeError(f"buffer keys are bytes, str or int only, not {type(key).__name__}")
+        db_key, raw = super().put(key)
+        if not raw:  # pragma: no cover - diskcache stores these types raw
+            raise TypeError("the buffer refuses to pickle a key")
+        return db_key, raw
+
+    def get(self, key: object, raw: bool) -> object:
+        if not raw:
+            raise BufferCorrupt("a pickled key was found in the buffer; refusing to load it")
+        value = super().get(key, raw)
+        if type(value) not in _KEY_TYPES:
+            raise BufferCorrupt(f"a buffer key of type {type(value).__name__} was found; refusing it")
+        return value
 
     def store(self, value: object, read: bool, key: object = diskcache.core.UNKNOWN) -> object:
-        if not isinstance(value, bytes | str | int) or read:
+        if type(value) not in _KEY_TYPES or read:
             raise TypeError(f"the buffer stores bytes only, not {type(value).__name__}")
         return super().store(value, read, key)
 
     def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> object:
         if mode == diskcache.core.MODE_PICKLE:
             raise BufferCorrupt("a pickled value was found in the buffer; refusing to load it")
+        if mode != _MODE_RAW or filename is not None:
+            raise BufferCorrupt("a buffer row names a file; the buffer keeps every value inline, refusing to read it")
         return super().fetch(mode, filename, value, read)
+
+    def remove(self, file_path: str) -> None:
+        if not _is_inside(self._directory, file_path):
+            return  # never delete what the buffer did not write (a planted row may name any file)
+        super().remove(file_path)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsafeRow:
+    """A row diskcache would unpickle or follow to a file: what it is, never what it holds (nothing is loaded)."""
+
+    rowid: int
+    why: str
+    data: bytes  # the row's inline bytes as stored (a pickled key stays an opaque blob), b"" when it names a file
+
+
+_UNSAFE_SQL = ("SELECT rowid, key, raw, mode, filename, value FROM Cache WHERE raw != 1 OR mode != ? "
+               "OR filename IS NOT NULL OR typeof(key) NOT IN ('integer', 'text', 'blob') ORDER BY rowid")
+
+
+def unsafe_rows(cache: diskcache.Cache) -> list[UnsafeRow]:
+    """Every row of the open cache that is not a raw key with an inline raw value (read with plain SQL)."""
+    rows = cache._sql(_UNSAFE_SQL, (_MODE_RAW,)).fetchall()
+    found = []
+    for rowid, key, raw, mode, filename, value in rows:
+        if raw != 1:
+            why = "a row with a pickled key (never unpickled)"
+        elif filename is not None:
+            where = "outside" if not _is_inside(cache.directory, str(filename)) else "inside"
+            why = f"a row naming a file {where} the buffer directory ({str(filename)[:200]!r}; not read, not deleted)"
+        elif mode == diskcache.core.MODE_PICKLE:
+            why = "a row with a pickled value (never unpickled)"
+        else:
+            why = f"a row with a key of SQLite type {type(key).__name__} or value mode {mode}"
+        blob = value if raw == 1 else key
+        found.append(UnsafeRow(int(rowid), why, bytes(blob) if isinstance(blob, bytes | memoryview) else b""))
+    return found
+
+
+def delete_rows(cache: diskcache.Cache, rowids: list[int]) -> None:
+    """Delete rows by rowid inside the caller's transaction, without touching any file they name."""
+    for rowid in rowids:
+        cache._sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
 
 
 def quick_check(db_path: Path) -> None:

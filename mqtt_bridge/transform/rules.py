@@ -3,21 +3,23 @@
 Owns: the class allow-list, `min_confidence` and `max_predictions` filters; the `eventData` a decoded message gets
 per event type (design §7 defaults, or the route's `quality_check`, `safety_alert` and `inventory_count` rules);
 and the debounce state per route, device, stream and class (`debounce_s`), so that a 30 fps stream does not become
-30 events a second. Pure: no I/O, no clock of its own (callers pass the time).
+30 events a second, bounded in bytes (`DEBOUNCE_BYTES`, the least recently stamped key first out, counted as
+`cache="debounce"`: a forgotten key only lets its next event through). Pure: no I/O, no clock of its own (callers
+pass the time).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.decode.base import Decoded
+from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS
 from mqtt_bridge.model.values import JsonDict
 
-__all__ = ["Debouncer", "event_classes", "event_data_for", "filter_predictions", "located"]
+__all__ = ["DEBOUNCE_BYTES", "Debouncer", "event_classes", "event_data_for", "filter_predictions", "located"]
 
 _MAX_DEBOUNCE_KEYS = 100_000
+DEBOUNCE_BYTES = 16 * 2**20
 
 
 def _confidence(item: JsonDict) -> float:
@@ -101,7 +103,8 @@ class Debouncer:
     """Remembers when each (route, device, stream, class) last produced an event. One thread at a time."""
 
     def __init__(self) -> None:
-        self._last_s: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
+        self._last_s: ByteLRU[tuple[str, str, str, str], float] = ByteLRU(
+            "debounce", DEBOUNCE_BYTES, lambda key, _: text_bytes(*key), _MAX_DEBOUNCE_KEYS)
 
     def is_suppressed(self, route: str, device: str, stream: str, classes: list[str], now_s: float,
                       window_s: float) -> bool:
@@ -113,11 +116,12 @@ class Debouncer:
         if window_s <= 0:
             return False
         keys = [(route, device, stream, name) for name in (classes or [""])]
-        if all(0 <= now_s - self._last_s.get(key, -window_s - 1.0) < window_s for key in keys):
+        if all(self._is_recent(key, now_s, window_s) for key in keys):
             return True
         for key in keys:
-            self._last_s[key] = now_s
-            self._last_s.move_to_end(key)
-        while len(self._last_s) > _MAX_DEBOUNCE_KEYS:
-            self._last_s.popitem(last=False)
+            self._last_s.put(key, now_s)
         return False
+
+    def _is_recent(self, key: tuple[str, str, str, str], now_s: float, window_s: float) -> bool:
+        last = self._last_s.get(key)
+        return last is not None and 0 <= now_s - last < window_s

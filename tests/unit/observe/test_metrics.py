@@ -100,3 +100,13 @@ def test_timed_api_records_failures_and_successes() -> None:
     histograms = stats.histograms()
     assert histograms[("api_request_seconds", "upload")].count == 1
     assert histograms[("api_request_seconds", "batch")].count == 1
+
+
+def test_metrics_export_cache_evictions_per_cache() -> None:
+    from mqtt_bridge.model.bounded import CACHE_NAMES, count_evictions
+
+    count_evictions("trace", 3)
+    text = _render(Stats())
+    for cache in CACHE_NAMES:
+        assert f'mqtt_bridge_cache_evictions_total{{cache="{cache}"}}' in text
+    assert 'mqtt_bridge_cache_evictions_total{cache="trace"} 0.0' not in text

@@ -163,3 +163,25 @@ def test_buffer_segment_whose_count_disagrees_with_its_key_is_moved_aside(tmp_pa
         assert [letter.reason for _, letter in buffer.dead_letters()] == ["unreadable_record"]
         buffer.complete(len(batch))
         assert buffer.depth == 0
+
+
+def test_buffer_refuses_keys_that_are_not_bytes_str_or_int(tmp_path: Path) -> None:
+    """Keys would be pickled by diskcache otherwise (issue 16 item 6): a tuple or float key is refused."""
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        for key in (("a", 1), 1.5, None):
+            with pytest.raises(TypeError):
+                buffer._db.set(key, b"v")
+
+
+def test_buffer_disk_never_removes_or_reads_a_file_outside_its_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep")
+    with DiskBuffer(tmp_path / "b", 2**30, 1) as buffer:
+        disk = buffer._db.disk
+        for name in (str(outside), "../outside.txt", "x/../../outside.txt"):
+            disk.remove(name)
+            with pytest.raises(BufferCorrupt):
+                disk.fetch(2, name, None, False)
+        with pytest.raises(BufferCorrupt):
+            disk.get(b"\x80\x04K\x01.", False)  # a pickled key row: refused, not loaded
+    assert outside.read_bytes() == b"keep"
