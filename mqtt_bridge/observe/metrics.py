@@ -32,6 +32,8 @@ PREFIX = "mqtt_bridge_"
 COUNTERS: dict[str, tuple[str, str]] = {
     "messages_received": ("route", "MQTT messages taken off the broker, by route ('(none)' when no route matched)."),
     "events_buffered": ("", "Events committed to the disk buffer."),
+    "redeliveries_recognised": ("", "Events not committed again: identical to one this process committed before "
+                                    "(a message the broker resent after a reconnect)."),
     "events_delivered": ("", "Events the API accepted (2xx)."),
     "dead_letters": ("reason", "Messages or events moved to the dead letters, by reason."),
     "api_retries": ("status", "Retryable API failures, by HTTP status ('network' for timeouts and resets)."),
