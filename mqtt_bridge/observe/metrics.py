@@ -33,6 +33,8 @@ PREFIX = "mqtt_bridge_"
 COUNTERS: dict[str, tuple[str, str]] = {
     "messages_received": ("route", "MQTT messages taken off the broker, by route ('(none)' when no route matched)."),
     "events_buffered": ("", "Events committed to the disk buffer."),
+    "redeliveries_recognised": ("", "Events not committed again: identical to one this process committed before "
+                                    "(a message the broker resent after a reconnect)."),
     "events_delivered": ("", "Events the API confirmed (listed in the batch answer's eventIds)."),
     "events_unconfirmed": ("", "Times a batch answer (201) left a sent event out of its eventIds; the event is "
                                "re-sent, and dead-lettered as not_confirmed after flush.unconfirmed_attempts."),

@@ -8,17 +8,22 @@ belongs to a route that sheds images first (`shedding`). A commit that fails is 
 acked before it succeeds. No exception escapes the loop. Each message is acked through itself (`Inbound.ack`, which
 also acks the companion image messages paired to it); a message that waited for its image (`images.references`:
 URL, file or companion topic) carries it as `Inbound.attachment` for ingest. After the acks, the group's outcome goes
-to the `OutcomeHook` (trace, receipts).
+to the `OutcomeHook` (trace, receipts). A record identical to one this process already committed (a message the
+broker sent again after a reconnect, its first copy committed but its ack lost) is not committed twice: the message
+is only acked (`_RecentCommits`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+
+import orjson
 
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import DeadLetter, Record
@@ -37,6 +42,53 @@ _MAX_QUEUED_BYTES = 32 * 2**20
 _RETRY_S = 1.0
 _HIGH_WATER_CHECK_S = 0.2
 _GATHER_S = 0.02
+# How many committed records `_RecentCommits` remembers (about 100 bytes each). A broker resends at most its in-flight
+# window after a reconnect, but Mosquitto before 2.0.13 lets that window grow past Receive Maximum while it drains a
+# backlog (eclipse/mosquitto#2301, fixed by 330bf6ef): measured up to 1262 un-acked with Receive Maximum 100.
+_RECENT_COMMITS = 20_000
+
+
+class _RecentCommits:
+    """The digests of the last `capacity` records this process committed, to recognise a redelivered message.
+
+    A digest covers the route, the event and the image bytes: the eventId is derived from the message, so a message
+    the broker sends again yields the same digest, and committing it again would only make the flusher overwrite
+    the event with identical content. A record that differs in anything (a later version under its own id, an image
+    the first copy had to shed) is committed as usual. Memory only: after a restart every redelivery is committed
+    (and the API overwrites it).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._digests: dict[bytes, None] = {}  # insertion-ordered: the oldest is evicted first
+
+    @staticmethod
+    def digest(record: Record) -> bytes:
+        """What identifies the record's delivery: route, event (sorted keys) and image."""
+        parts = (record.route.encode(), orjson.dumps(record.event, option=orjson.OPT_SORT_KEYS),
+                 record.image_name.encode(), record.image)
+        return hashlib.sha1(b"\0".join(parts), usedforsecurity=False).digest()
+
+    def fresh(self, records: list[Record]) -> tuple[list[Record], list[bytes]]:
+        """The records not committed before (nor twice in this list), with their digests for `remember`."""
+        kept: list[Record] = []
+        digests: list[bytes] = []
+        seen: set[bytes] = set()
+        for record in records:
+            digest = self.digest(record)
+            if digest in self._digests or digest in seen:
+                continue
+            seen.add(digest)
+            kept.append(record)
+            digests.append(digest)
+        return kept, digests
+
+    def remember(self, digests: list[bytes]) -> None:
+        """Call after the durable commit of the records `fresh` returned."""
+        for digest in digests:
+            self._digests[digest] = None
+        while len(self._digests) > self._capacity:
+            del self._digests[next(iter(self._digests))]
 
 
 class Receiver:
@@ -61,6 +113,7 @@ class Receiver:
         self.is_shedding_images = False
         self.is_writable = True
         self._next_high_water_check = 0.0
+        self._recent = _RecentCommits(_RECENT_COMMITS)
 
     def offer(self, message: Inbound) -> None:
         """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full,
@@ -168,6 +221,10 @@ class Receiver:
         for route, count in received.items():
             self._stats.add("messages_received", count, label=route)
         records = self._wait_below_high_water(records)
+        ingested = len(records)
+        records, digests = self._recent.fresh(records)  # after shedding: compare what would be committed
+        if ingested > len(records):
+            self._stats.add("redeliveries_recognised", ingested - len(records))
         while True:
             try:
                 self._buffer.append(records, dead)
@@ -179,6 +236,7 @@ class Receiver:
                 self._stats.add("buffer_commit_errors")
                 if self._stop.wait(_RETRY_S):
                     return  # not acked: the broker redelivers after restart
+        self._recent.remember(digests)
         for letter in dead:
             self._stats.add("dead_letters", label=letter.reason)
         self._stats.add("events_buffered", len(records))

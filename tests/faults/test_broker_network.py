@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from mqtt_bridge.config.load import parse_config
 from tests.faults.checker import assert_exactly_once
 from tests.faults.conftest import FaultRig
 from tests.faults.ledger import valid_stream
@@ -127,14 +128,29 @@ def test_network_cut_half_open_and_reset_loses_nothing(rig: FaultRig) -> None:
     publisher.join()
     assert publisher.wait_acked(60)
     rig.wait_stored(total, timeout_s=120)
+    metrics = bridge.metrics()
+    retried_batches = sum(v for k, v in metrics.items() if k.startswith("api_retries{"))
+    recognised = metrics.get("redeliveries_recognised", 0.0)
     assert bridge.terminate() == 0
     sessions = _sessions(bridge)
     report = rig.check(publisher.ledger(), bridge)
     rig.record(f"T12 network cut: half-open for {2.5 * KEEPALIVE_S:.0f} s, then {resets} resets (TCP proxy)",
                f"{total} msgs", report,
                f"half-open detected by keepalive; reconnected {reconnect_s:.1f} s after the link healed; "
-               f"{len(sessions) - 1} reconnects, session resumed every time")
+               f"{len(sessions) - 1} reconnects, session resumed every time; {recognised:.0f} redelivered events "
+               f"recognised, {retried_batches:.0f} batches retried")
     assert detected >= 1, "the half-open connection was not detected during the cut"
     assert reconnect_s <= 1.5 * KEEPALIVE_S + RECONNECT_MAX_S + 2
     assert all(sessions[1:]), sessions
-    assert_exactly_once(report, max_rewrites=(1 + resets) * RECEIVE_MAXIMUM)
+    # The bound on rewrites. Each reconnect makes the broker resend every message it had sent and not seen acked:
+    # MQTT 5 caps that at Receive Maximum (W) per connection, but the Mosquitto 2.0.11 this runs on exceeds W
+    # while it drains a backlog (eclipse/mosquitto#2301, fixed in 2.0.13; measured here: 152, 201 and 1262
+    # un-acked with W = 100, so (1 + resets) * W rewrites were not a bound at all). The bridge recognises such a
+    # redelivery of a record it committed in this process and only acks it (`_RecentCommits` in the receiver: the
+    # last 20,000 commits, while a redelivered copy follows its first copy by at most what the broker had in
+    # flight, itself at most what it queued during the cut: about rate x 2.5 keepalives = 2,500 messages), so
+    # redeliveries add no rewrites here however many the broker sends. What remains is the flusher's: a retried
+    # batch (a timeout after the API stored it) re-sends at most max_events events. The API has no faults in this
+    # case, so the bound is normally 0; without the recognition this run measured 303 to 2266 rewrites.
+    max_events = parse_config(dict(bridge.raw), env={}).flush.max_events
+    assert_exactly_once(report, max_rewrites=int(retried_batches) * max_events)

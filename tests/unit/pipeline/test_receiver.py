@@ -195,3 +195,21 @@ def test_receiver_offer_does_not_block_once_stopped(line: _Line) -> None:
     started = time.monotonic()
     small.offer(line.message("m2", detection_message(2)))
     assert time.monotonic() - started < 5
+
+
+def test_receiver_commits_a_redelivered_message_once_and_acks_every_copy(line: _Line) -> None:
+    """A message the broker sends again (its first copy committed, that ack lost with the connection) is recognised
+    by its record and only acked; a message with other content, even under the same topic, is committed."""
+    payload = detection_message(1)  # a redelivery carries the same bytes (detection_message stamps the time)
+    line.intake.offer(line.message("first", payload))
+    line.intake.offer(line.message("other", detection_message(2)))
+    line.run_until_drained()
+    line.stop.clear()
+    line.intake.offer(line.message("again", payload))  # a later group: a redelivery after a reconnect
+    line.intake.offer(line.message("again-in-group", payload))
+    line.intake.offer(line.message("new", detection_message(3)))
+    line.run_until_drained()
+    assert line.acked == ["first", "other", "again", "again-in-group", "new"]
+    assert line.buffer.depth == 3
+    assert line.stats.count("events_buffered") == 3 and line.stats.count("redeliveries_recognised") == 2
+    assert [len(records) for records, _, _ in line.recorder.groups] == [2, 1]
