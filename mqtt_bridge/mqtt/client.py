@@ -105,6 +105,17 @@ def _next_retry_s(client: paho.Client, *, after_connect_error: bool) -> float:
     return float(min(2 * current, high))
 
 
+def _end_connect_wait(client: paho.Client) -> None:
+    """Make paho give up waiting for a CONNACK at its next loop turn (within a second), from any thread.
+
+    paho closes a connection that is not yet accepted once its keepalive has passed since the last packet out;
+    backdating that time (under paho's own lock) lets its network thread close the socket and call
+    `on_disconnect` as usual, instead of waiting a whole keepalive for a broker that will never answer.
+    """
+    with client._msgtime_mutex:
+        client._last_msg_out = 0.0
+
+
 class _SocketErrors(logging.Logger):
     """Keeps the last error paho logged ("failed to receive on socket: [SSL: ...]"); paho calls `log()` for every
     packet, so everything below ERROR returns at once."""

@@ -73,9 +73,9 @@ class ConnectReport:
         if held is None:
             return
         repeats = f" repeated={held}" if held else ""
-        log.warning("mqtt connect failed host=%s port=%d protocol=%s cause=%s retry_in_s=%d%s: %s",
+        log.warning("mqtt connect failed host=%s port=%d protocol=%s cause=%s retry_in_s=%d%s: %s; check %s",
                     self.endpoint.host, self.endpoint.port, protocol, diagnosis.cause.value, round(retry_s), repeats,
-                    text)
+                    diagnosis.what, diagnosis.check)
 
     def connected(self) -> None:
         """The broker accepted a connection: the problem is gone (a takeover stays until the connection lasts)."""

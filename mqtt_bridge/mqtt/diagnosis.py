@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = ["ConnectCause", "Diagnosis", "Endpoint", "diagnose_close", "diagnose_connack", "diagnose_exception",
-           "diagnose_socket_error", "diagnose_taken_over"]
+           "diagnose_no_connack", "diagnose_socket_error", "diagnose_taken_over"]
 
 
 class ConnectCause(StrEnum):
@@ -178,6 +178,17 @@ def diagnose_taken_over(endpoint: Endpoint, *, is_certain: bool) -> Diagnosis:
     return Diagnosis(ConnectCause.TAKEN_OVER, what,
                      "that no other bridge or tool uses mqtt.client_id (each replica needs its own client_id and "
                      "buffer)")
+
+
+def diagnose_no_connack(endpoint: Endpoint, waited_s: float, *, is_v5_unproven: bool) -> Diagnosis:
+    """The broker took the CONNECT but never answered it (`is_v5_unproven`: MQTT 5, never accepted here)."""
+    if is_v5_unproven:
+        return Diagnosis(ConnectCause.PROTOCOL,
+                         f"no answer to the MQTT 5 CONNECT within {waited_s:.0f} s: the broker probably speaks MQTT "
+                         "3.1.1 only (and does not parse MQTT 5)",
+                         'mqtt.protocol: set it to auto (or "3.1.1")')
+    return Diagnosis(ConnectCause.TIMED_OUT, f"no answer to CONNECT within {waited_s:.0f} s",
+                     "that mqtt.port is the broker's MQTT listener (not another service) and the broker's load")
 
 
 def diagnose_close(endpoint: Endpoint, *, before_connack: bool, socket_error: str) -> Diagnosis:

@@ -33,6 +33,7 @@ from mqtt_bridge.mqtt.client import (
     V311,
     _capture_socket_errors,
     _connect_properties,
+    _end_connect_wait,
     _fall_back_to_v311,
     _new_client,
     _next_retry_s,
@@ -44,6 +45,7 @@ from mqtt_bridge.mqtt.diagnosis import (
     diagnose_close,
     diagnose_connack,
     diagnose_exception,
+    diagnose_no_connack,
     diagnose_socket_error,
     diagnose_taken_over,
 )
@@ -58,6 +60,9 @@ _CONNECTION_LOST = 0x80  # paho's reason for a socket closed without DISCONNECT 
 # two closes by the broker right after it accepted us, within this window and without a failed attempt between
 # them, are the mark of another client with our client id (Mosquitto closes a 3.1.1 or 5 session silently)
 _TAKEOVER_WINDOW_S = 60.0
+# Until a broker has accepted the bridge once, a CONNECT it does not answer within this long counts as failed: a
+# broker that speaks MQTT 3.1.1 only may stall on the MQTT 5 CONNECT's properties (amqtt does) instead of refusing.
+_CONNACK_DEADLINE_S = 5.0
 
 
 class MqttSubscriber:
@@ -85,6 +90,9 @@ class MqttSubscriber:
         self._has_connack = False  # in the current attempt
         self._is_reported = False  # the current attempt's failure was said already (a refusing CONNACK)
         self._closes: deque[float] = deque()
+        self._attempt = 0
+        self._is_overdue = False  # the current attempt got no CONNACK within _CONNACK_DEADLINE_S
+        self._deadline: threading.Timer | None = None
         self._generation = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -110,6 +118,7 @@ class MqttSubscriber:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Send pending acks, disconnect (the session stays on the broker) and join the network thread."""
         self._stopping = True
+        self._cancel_deadline()
         self._client.disconnect()
         if self._thread is not None:
             self._thread.join(timeout_s)  # the loop ends once DISCONNECT is written
@@ -147,6 +156,7 @@ class MqttSubscriber:
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         try:
             self._has_connack = True
+            self._cancel_deadline()
             if reason_code.is_failure:
                 self._on_refused(client, int(reason_code.value))
                 return
@@ -155,9 +165,10 @@ class MqttSubscriber:
             self.is_connected = True
             self.session_present = bool(flags.session_present)
             self.report.connected()
-            if self.protocol_in_use is None:
+            is_first = self.protocol_in_use is None
+            if is_first:
                 self._settle_protocol(client)
-            if flags.session_present or self._generation == 1:
+            if flags.session_present or is_first:
                 log.info("mqtt connected session_present=%s generation=%d", flags.session_present,
                          self._generation)
             else:
@@ -194,6 +205,7 @@ class MqttSubscriber:
             # acks of messages from the lost connection must not go out on the next one (its packet ids differ)
             self._generation += 1
             was_connected = self.is_connected
+            self._cancel_deadline()
             self.is_connected = False
             self.is_subscribed = False
             self.report.disconnected()
@@ -210,13 +222,37 @@ class MqttSubscriber:
         try:
             self._has_connack = False
             self._is_reported = False
+            self._is_overdue = False
             self._socket_errors.last = ""
+            self._attempt += 1
+            self._cancel_deadline()
+            if self.protocol_in_use is None and not self._stopping:
+                # a short-lived timer that holds nothing: it only asks paho to stop waiting for this CONNACK
+                self._deadline = threading.Timer(_CONNACK_DEADLINE_S, self._connack_overdue, args=(self._attempt,))
+                self._deadline.name = "mqtt-connack-deadline"
+                self._deadline.daemon = True
+                self._deadline.start()
         except Exception:
             log.exception("mqtt on_pre_connect failed")
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
+
+    def _connack_overdue(self, attempt: int) -> None:
+        """Timer thread: the attempt is still waiting for its CONNACK; let paho's network thread give it up."""
+        try:
+            if attempt == self._attempt and not self._has_connack and not self._stopping:
+                self._is_overdue = True
+                _end_connect_wait(self._client)
+        except Exception:  # a timer thread must not die noisily
+            log.exception("mqtt connack deadline failed")
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
         """The TCP connect or TLS handshake raised; paho calls this inside its `except OSError:` block."""
         try:
+            self._cancel_deadline()
             exc = sys.exc_info()[1]
             endpoint = self.report.endpoint
             diagnosis = (diagnose_exception(exc, endpoint) if exc is not None else
@@ -250,12 +286,18 @@ class MqttSubscriber:
 
     def _on_closed_before_connack(self, client: paho.Client) -> None:
         error = self._socket_errors.last
-        if self._may_fall_back(client) and diagnose_socket_error(error, self.report.endpoint) is None:
-            self._fall_back(client, "it closed the connection right after an MQTT 5 CONNECT")
+        endpoint = self.report.endpoint
+        if self._may_fall_back(client) and diagnose_socket_error(error, endpoint) is None:
+            self._fall_back(client, f"no CONNACK within {_CONNACK_DEADLINE_S:.0f} s to an MQTT 5 CONNECT"
+                            if self._is_overdue else "it closed the connection right after an MQTT 5 CONNECT")
             return
         self._closes.clear()
-        self.report.failed(diagnose_close(self.report.endpoint, before_connack=True, socket_error=error),
-                           _protocol_of(client), _next_retry_s(client, after_connect_error=False))
+        if self._is_overdue:
+            diagnosis = diagnose_no_connack(endpoint, _CONNACK_DEADLINE_S,
+                                            is_v5_unproven=_protocol_of(client) == V5 and self.protocol_in_use is None)
+        else:
+            diagnosis = diagnose_close(endpoint, before_connack=True, socket_error=error)
+        self.report.failed(diagnosis, _protocol_of(client), _next_retry_s(client, after_connect_error=False))
 
     def _on_connection_ended(self, client: paho.Client, flags: paho.DisconnectFlags, reason_code: ReasonCode) -> None:
         reason = int(reason_code.value)
@@ -286,7 +328,7 @@ class MqttSubscriber:
         if self._config.protocol != "auto":
             why = "pinned by mqtt.protocol"
         elif protocol == V311:
-            why = "auto: the broker refused MQTT 5"
+            why = "auto: the broker does not speak MQTT 5"
         else:
             why = "auto: the broker accepted MQTT 5"
         log.info("mqtt protocol in use protocol=%s (%s): %s", protocol, why, PROTOCOL_MEANING[protocol])
