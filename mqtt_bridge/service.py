@@ -64,6 +64,9 @@ class ServiceState:
     dead_letters: int
     last_error: str
     api_not_ready_reason: str = ""  # "auth: ..." or "billing/quota: <the API's message>" while api_ready is False
+    mqtt_problem: str = ""  # why the broker connection fails, in words (issue 13); "" while it works
+    mqtt_protocol: str = ""  # the protocol in use once a connection was accepted ("5" or "3.1.1")
+    not_ready_reason: str = ""  # why /readyz answers 503, in words; "" when ready
 
 
 class Service:
@@ -157,7 +160,9 @@ class Service:
                                                    config.mqtt.max_payload_bytes)
                 subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
                 first_stage = self._references.offer  # parks it, fetches its image, or passes it on
-            self._subscriber = MqttSubscriber(config.mqtt, subscriptions, first_stage, self.fail)
+            self._subscriber = MqttSubscriber(
+                config.mqtt, subscriptions, first_stage, self.fail,
+                on_connect_failure=lambda cause: self.stats.add("mqtt_connect_failures", label=cause))
         except Exception:
             self._buffer.close()
             raise
@@ -233,15 +238,27 @@ class Service:
         writable = bool(self._intake and self._intake.is_writable)
         backpressured = bool(self._intake and self._intake.is_backpressured)
         subscribed = bool(self._subscriber and self._subscriber.is_subscribed)
+        problem = self._subscriber.problem if self._subscriber else ""
+        # ready once subscribed: connected but not yet subscribed, the broker would not keep our messages
+        reasons = [(not alive, "a bridge thread is not running"),
+                   (not mqtt_ok, problem or f"connecting to the MQTT broker {self.config.mqtt.host}:"
+                                           f"{self.config.mqtt.port}"),
+                   (mqtt_ok and not subscribed, "subscribing at the MQTT broker"),
+                   (not api_ok, "the Vision Events API refuses the API key"),
+                   (not writable, "buffer commits fail"),
+                   (backpressured, "the buffer is over its high-water mark: acks to the broker are held back")]
+        not_ready = "; ".join(text for is_cause, text in reasons if is_cause)
         return ServiceState(
             is_alive=alive and not self.stop_event.is_set(),
-            # ready once subscribed: connected but not yet subscribed, the broker would not keep our messages
-            is_ready=alive and mqtt_ok and subscribed and api_ok and writable and not backpressured,
+            is_ready=not not_ready,
             mqtt_connected=mqtt_ok, mqtt_subscribed=subscribed,
             api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
             buffer_depth=self._buffer.depth, dead_letters=self._buffer.dead_letter_count,
             last_error=self._fatal or (self._flusher.last_error if self._flusher else ""),
             api_not_ready_reason=self._flusher.not_ready_reason if self._flusher else "",
+            mqtt_problem=problem,
+            mqtt_protocol=(self._subscriber.protocol_in_use or "") if self._subscriber else "",
+            not_ready_reason=not_ready,
         )
 
     def wait(self, status_interval_s: float = 60.0) -> None:

@@ -102,7 +102,8 @@ def _print_live(live: JsonDict, out: TextIO) -> None:
     lines = [
         f"bridge:        running v{live.get('version')}, up {_age(float(str(live.get('uptimeS') or 0)))}, "
         f"{'READY' if state.get('ready') else 'NOT READY'}",
-        f"mqtt:          connected={_yes(state.get('mqttConnected'))} subscribed={_yes(state.get('mqttSubscribed'))}",
+        f"mqtt:          connected={_yes(state.get('mqttConnected'))} subscribed={_yes(state.get('mqttSubscribed'))}"
+        + (f" protocol={state.get('mqttProtocol')}" if state.get("mqttProtocol") else ""),
         f"api:           NOT READY: {state.get('apiReason')}" if state.get("apiReason") else
         f"api:           key accepted={_yes(state.get('apiReady'))}",
         f"buffer:        {buffer.get('depth')} waiting, oldest {_age(float(str(oldest or 0)))}, "
@@ -111,6 +112,10 @@ def _print_live(live: JsonDict, out: TextIO) -> None:
         f"totals:        received={totals.get('received')} delivered={totals.get('delivered')} "
         f"({totals.get('deliveredPerS')}/s) dead-lettered={totals.get('deadLettered')}",
     ]
+    if state.get("mqttProblem"):
+        lines.insert(2, f"mqtt problem:  {state.get('mqttProblem')}")
+    if not state.get("ready") and state.get("notReadyReason"):
+        lines.insert(1, f"not ready:     {state.get('notReadyReason')}")
     routes = live.get("routes")
     for route in routes if isinstance(routes, list) else []:
         if isinstance(route, dict):

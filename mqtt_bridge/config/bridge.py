@@ -39,7 +39,7 @@ class BridgeConfig(_Model):
     def _parked_below_receive_maximum(self) -> BridgeConfig:
         # parked detections and images are un-acked: if they filled the broker's window, no image could arrive
         parked = sum(r.image.companion.max_parked for r in self.routes if r.image.companion is not None)
-        if parked and self.mqtt.protocol == "5" and 2 * parked > self.mqtt.receive_maximum:
+        if parked and self.mqtt.protocol != "3.1.1" and 2 * parked > self.mqtt.receive_maximum:
             raise ValueError(f"routes[].image.companion.max_parked add up to {parked}: keep them at most half of "
                              f"mqtt.receive_maximum ({self.mqtt.receive_maximum})")
         return self

@@ -91,7 +91,9 @@ class MqttConfig(_Model):
     port: int = Field(1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
     client_id: str = Field("mqtt-vision-bridge", min_length=1, max_length=128,
                            description="Fixed client id: the broker keeps the session (and queued messages) under it.")
-    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description=(
+        "MQTT protocol version. auto tries MQTT 5 and falls back to 3.1.1 for the life of the process when the "
+        "broker refuses 5 (CONNACK 0x84 / return code 1, or a close right after CONNECT); \"5\" or \"3.1.1\" pins it."))
     username: str | None = Field(None, description="User name, if the broker requires one.")
     password: SecretStr | None = Field(None, description="Password; prefer password_file. Never printed or logged.")
     password_file: Path | None = Field(None, description="File holding the password (e.g. a mounted secret).")

@@ -1,6 +1,7 @@
 """`MqttPublisher`: the small QoS 1 publisher used by the publisher SDK, the demo line and delivery receipts.
 
-Owns: its own connection and a bounded, never-blocking background queue. No exception escapes a paho callback.
+Owns: its own connection and a bounded, never-blocking background queue, and with `mqtt.protocol: auto` the same
+fallback to MQTT 3.1.1 as the subscriber. No exception escapes a paho callback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_bridge.config.sections import MqttConfig
-from mqtt_bridge.mqtt.client import PublishError, _new_client
+from mqtt_bridge.mqtt.client import V5, PublishError, _fall_back_to_v311, _new_client, _protocol_of
 
 __all__ = ["MqttPublisher"]
 
@@ -30,6 +31,9 @@ class MqttPublisher:
         self._config = config
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._has_connack = False
+        self._is_settled = config.protocol != "auto"
         self._client.max_inflight_messages_set(100)
         self._last: paho.MQTTMessageInfo | None = None
 
@@ -43,8 +47,35 @@ class MqttPublisher:
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
-        if not reason_code.is_failure:
-            self._connected.set()
+        try:
+            self._has_connack = True
+            if not reason_code.is_failure:
+                self._is_settled = True  # the protocol that worked stays for this client's life
+                self._connected.set()
+            elif int(reason_code.value) == 0x84:
+                self._fall_back(client, "CONNACK 0x84")
+            else:
+                log.warning("mqtt publisher connect refused host=%s port=%d reason=%r", self._config.host,
+                            self._config.port, str(reason_code))
+        except Exception:  # nothing may escape a paho callback
+            log.exception("mqtt publisher on_connect failed")
+
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        try:
+            if not self._has_connack:
+                self._fall_back(client, "closed right after CONNECT")
+            self._has_connack = False
+        except Exception:  # nothing may escape a paho callback
+            log.exception("mqtt publisher on_disconnect failed")
+
+    def _fall_back(self, client: paho.Client, why: str) -> None:
+        """auto: a broker that refuses MQTT 5 before ever accepting this client gets 3.1.1 from now on."""
+        if not self._is_settled and _protocol_of(client) == V5:
+            _fall_back_to_v311(client)
+            self._is_settled = True
+            log.info("mqtt publisher: the broker does not speak MQTT 5 (%s); using MQTT 3.1.1 host=%s port=%d", why,
+                     self._config.host, self._config.port)
 
     def connect(self, timeout_s: float = 10.0) -> None:
         """Connect and start the network loop. Raises PublishError when the broker does not answer in time."""

@@ -1,4 +1,5 @@
-"""The health server: `/healthz` (threads alive), `/readyz` (broker connected, buffer writable, API key accepted),
+"""The health server: `/healthz` (threads alive), `/readyz` (broker connected, buffer writable, API key accepted;
+with the reason in words when not ready),
 `/metrics` (Prometheus), and the status page (`/status`, `/status.json`, `/api/trace?q=`), on a small stdlib HTTP
 server bound to 127.0.0.1 by default.
 
@@ -277,7 +278,8 @@ class HealthServer:
             return (200 if state.is_alive else 503), orjson.dumps(detail), _JSON
         detail = {"ready": state.is_ready}
         if authorized:
-            detail.update({"mqtt_connected": state.mqtt_connected, "api_ready": state.api_ready,
+            detail.update({"reason": state.not_ready_reason, "mqtt_connected": state.mqtt_connected,
+                           "mqtt_problem": state.mqtt_problem, "api_ready": state.api_ready,
                            "api_reason": state.api_not_ready_reason,
                            "buffer_writable": state.buffer_writable, "backpressured": state.backpressured,
                            "buffer_depth": state.buffer_depth, "error": state.last_error})

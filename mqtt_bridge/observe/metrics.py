@@ -63,6 +63,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
                                           "within the window), by route."),
     "companion_images_dropped": ("route", "Companion-topic images no detection claimed within the window "
                                           "(dropped), by route."),
+    "mqtt_connect_failures": ("cause", "Failed MQTT connect attempts (and sessions taken over by another client "
+                                       "with the same client id), by cause: refused, timed_out, dns_not_found, "
+                                       "tls_untrusted, tls_hostname_mismatch, not_authorized, ..."),
     "images_shed": ("route", "Images dropped (events kept) while the buffer was over its high-water mark."),
 }
 # Stats gauge name -> (exported name, help).

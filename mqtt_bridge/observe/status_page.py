@@ -61,6 +61,15 @@ class StateView(Protocol):
     @property
     def api_not_ready_reason(self) -> str: ...
 
+    @property
+    def mqtt_problem(self) -> str: ...
+
+    @property
+    def mqtt_protocol(self) -> str: ...
+
+    @property
+    def not_ready_reason(self) -> str: ...
+
 
 class BufferView(Protocol):
     """Buffer facts for the page (`metrics.BufferGauges`)."""
@@ -132,7 +141,8 @@ class StatusReport:
                       "mqttSubscribed": state.mqtt_subscribed, "apiReady": state.api_ready,
                       "bufferWritable": state.buffer_writable, "backpressured": state.backpressured,
                       "apiReason": redact(state.api_not_ready_reason[:500]),
-                      "lastError": redact(state.last_error[:500])},
+                      "lastError": redact(state.last_error[:500]), "mqttProblem": state.mqtt_problem[:500],
+                      "mqttProtocol": state.mqtt_protocol, "notReadyReason": redact(state.not_ready_reason[:1000])},
             "buffer": {"depth": state.buffer_depth, "bytes": buffer.bytes,
                        "oldestAgeS": round(buffer.oldest_age_s, 3), "deadLetters": state.dead_letters},
             "totals": {"received": sum(received.values()), "buffered": counters.get(("events_buffered", ""), 0),
@@ -217,7 +227,9 @@ function render(s) {
   $("overall").textContent = st.ready ? "ready" : st.alive ? "not ready" : "stopped";
   $("meta").textContent = `v${s.version} · up ${age(s.uptimeS)} · ${when(s.now)}`;
   $("conn").innerHTML = [
-    ["MQTT broker", pill(st.mqttConnected, "connected", "disconnected")],
+    ["MQTT broker", pill(st.mqttConnected, "connected" + (st.mqttProtocol ? " (MQTT " + esc(st.mqttProtocol) +
+      ")" : ""), "disconnected") +
+      (st.mqttProblem ? `<div class="err" id="mqttproblem">${esc(st.mqttProblem)}</div>` : "")],
     ["Subscriptions", pill(st.mqttSubscribed, "subscribed", "not subscribed")],
     ["Vision Events API", pill(st.apiReady, "key accepted", esc(st.apiReason || "key refused"))],
     ["Buffer", pill(st.bufferWritable && !st.backpressured, "writable",
@@ -225,6 +237,8 @@ function render(s) {
     ["Receipts", s.receipts.enabled ? `${s.receipts.published} sent` +
       (Object.keys(s.receipts.lost).length ? `, lost: ${esc(JSON.stringify(s.receipts.lost))}` : "") : "off"],
   ].map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("") +
+    (!st.ready && st.notReadyReason ? `<tr><th>Not ready</th>
+      <td class="err" id="notready">${esc(st.notReadyReason)}</td></tr>` : "") +
     (st.lastError ? `<tr><th>Last error</th><td class="err">${esc(st.lastError)}</td></tr>` : "");
   const b = s.buffer;
   $("buffer").innerHTML = kpi("waiting", b.depth, "depth") + kpi("oldest", age(b.oldestAgeS), "oldest") +

@@ -29,6 +29,9 @@ class _State:
     dead_letters: int = 0
     last_error: str = ""
     api_not_ready_reason: str = ""
+    mqtt_problem: str = ""
+    mqtt_protocol: str = ""
+    not_ready_reason: str = ""
 
 
 def _server(**options: object) -> HealthServer:
