@@ -34,8 +34,9 @@ class EventsApi(Protocol):
     def create_batch(self, events: list[JsonDict]) -> None:
         """Create or overwrite up to 100 events."""
 
-    def upload_image(self, data: bytes, name: str) -> str:
-        """Upload one image and return its sourceId."""
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
+        """Upload one image (`file_name` names the file part; `name` and `metadata` tag it in the workspace) and
+        return its sourceId."""
 
 
 def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
@@ -78,7 +79,7 @@ class VisionEventsClient:
         self._key = self._api_key()
 
     def _request(self, method: str, path: str, *, json_body: JsonValue = None,
-                 files: dict[str, tuple[str, bytes, str]] | None = None) -> JsonValue:
+                 files: dict[str, tuple[str | None, bytes, str | None]] | None = None) -> JsonValue:
         headers = {"Authorization": f"Bearer {self._key}"}
         data = None
         if json_body is not None:
@@ -121,9 +122,17 @@ class VisionEventsClient:
         if isinstance(created, int) and created != len(events):
             log.warning("batch anomaly sent=%d created=%d", len(events), created)
 
-    def upload_image(self, data: bytes, name: str) -> str:
-        """`POST /vision-events/upload` (multipart field `file`); returns the sourceId."""
-        answer = self._request("POST", "/upload", files={"file": (name, data, "application/octet-stream")})
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
+        """`POST /vision-events/upload`: multipart `file`, plus the optional `name` and `metadata` (a JSON-encoded
+        object under the customMetadata rules, spec §2.3) when given; returns the sourceId."""
+        # `name` and `metadata` are plain form fields (no filename, no type), as the official SDK's encoder sends them
+        files: dict[str, tuple[str | None, bytes, str | None]] = {
+            "file": (file_name, data, "application/octet-stream")}
+        if name:
+            files["name"] = (None, name.encode(), None)
+        if metadata:
+            files["metadata"] = (None, orjson.dumps(metadata), None)
+        answer = self._request("POST", "/upload", files=files)
         source_id = answer.get("sourceId") if isinstance(answer, dict) else None
         if not isinstance(source_id, str) or not source_id:
             raise RetryableApiError("POST /upload: the answer holds no sourceId", 201, str(answer)[:500])

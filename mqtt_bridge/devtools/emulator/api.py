@@ -58,7 +58,8 @@ class ApiRoutes:
 
     def _create_event(self, request: Request, _: tuple[str, ...]) -> Response:
         ids = self._store.write_events([load_json(request.body)], is_batch=False,
-                                       reject_ids=self._faults.current.fail_event_ids)
+                                       reject_ids=self._faults.current.fail_event_ids,
+                                       is_forgotten=self._faults.take_forget)
         return json_response(201, {"eventId": ids[0], "created": True})
 
     def _create_batch(self, request: Request, _: tuple[str, ...]) -> Response:
@@ -68,7 +69,8 @@ class ApiRoutes:
             raise RequestRejected(400, "; ".join(problems))
         events = body.get("events") if isinstance(body, dict) else None
         assert isinstance(events, list)  # batch_problems checked it; this narrows the type
-        ids = self._store.write_events(events, is_batch=True, reject_ids=self._faults.current.fail_event_ids)
+        ids = self._store.write_events(events, is_batch=True, reject_ids=self._faults.current.fail_event_ids,
+                                       is_forgotten=self._faults.take_forget)
         return json_response(201, {"created": len(ids), "eventIds": list[JsonValue](ids)})
 
     def _upload(self, request: Request, _: tuple[str, ...]) -> Response:

@@ -1,8 +1,9 @@
 """Scripted faults of the emulator: the value that describes them and the script that hands them out.
 
 Owns: `Faults` (statuses, "API down", `Retry-After`, delays, a reset after commit, poisoned event ids: the fault
-list of spec §4.5), its JSON form for the control API, and `FaultScript`, which gives each request its faults
-atomically so that concurrent writes consume scripted statuses in order. Must not open sockets.
+list of spec §4.5; and events confirmed but not kept, which a delivery check must catch), its JSON form for the
+control API, and `FaultScript`, which gives each request its faults atomically so that concurrent writes consume
+scripted statuses in order. Must not open sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ __all__ = ["FaultScript", "Faults"]
 
 logger = logging.getLogger(__name__)
 
-_FIELDS = {"statuses", "status_always", "retry_after_s", "delay_s", "reset_after_commit", "fail_event_ids"}
+_FIELDS = {"statuses", "status_always", "retry_after_s", "delay_s", "reset_after_commit", "fail_event_ids",
+           "forget_event_ids", "forget_events"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,9 @@ class Faults:
         reset_after_commit: for this many successful event writes (E1, E2), store the events and then reset
             the TCP connection instead of answering.
         fail_event_ids: an event write containing one of these ids is refused whole with 400.
+        forget_event_ids: events with these ids are accepted and confirmed (201, listed in `eventIds`) but never
+            kept, as if the service lost them after answering: what `mqtt-bridge verify` must catch.
+        forget_events: the next this many events written (E1, E2) are confirmed but not kept, likewise.
     """
 
     statuses: tuple[int, ...] = ()
@@ -41,6 +46,8 @@ class Faults:
     delay_s: float = 0.0
     reset_after_commit: int = 0
     fail_event_ids: frozenset[str] = field(default_factory=frozenset)
+    forget_event_ids: frozenset[str] = field(default_factory=frozenset)
+    forget_events: int = 0
 
     def __post_init__(self) -> None:
         for status in (*self.statuses, *(() if self.status_always is None else (self.status_always,))):
@@ -53,6 +60,8 @@ class Faults:
             raise ValueError("delay_s must be >= 0")
         if self.reset_after_commit < 0:
             raise ValueError("reset_after_commit must be >= 0")
+        if self.forget_events < 0:
+            raise ValueError("forget_events must be >= 0")
 
     @classmethod
     def from_json(cls, data: JsonValue) -> Faults:
@@ -73,16 +82,25 @@ class Faults:
             raise ValueError("status_always and reset_after_commit must be ints")
         if not (retry is None or isinstance(retry, int | float)) or not isinstance(delay, int | float):
             raise ValueError("retry_after_s and delay_s must be numbers")
+        forget_ids, forget_count = data.get("forget_event_ids") or [], data.get("forget_events") or 0
+        if not isinstance(forget_ids, list) or not all(isinstance(i, str) for i in forget_ids):
+            raise ValueError("forget_event_ids must be a list of strings")
+        if isinstance(forget_count, bool) or not isinstance(forget_count, int):
+            raise ValueError("forget_events must be an int")
         return cls(statuses=tuple(s for s in statuses if isinstance(s, int)), status_always=always,
                    retry_after_s=None if retry is None else float(retry), delay_s=float(delay),
-                   reset_after_commit=resets, fail_event_ids=frozenset(i for i in ids if isinstance(i, str)))
+                   reset_after_commit=resets, fail_event_ids=frozenset(i for i in ids if isinstance(i, str)),
+                   forget_event_ids=frozenset(i for i in forget_ids if isinstance(i, str)),
+                   forget_events=forget_count)
 
     def to_json(self) -> JsonDict:
         """Render with the field names `from_json` accepts."""
         return {"statuses": list[JsonValue](self.statuses), "status_always": self.status_always,
                 "retry_after_s": self.retry_after_s, "delay_s": self.delay_s,
                 "reset_after_commit": self.reset_after_commit,
-                "fail_event_ids": list[JsonValue](sorted(self.fail_event_ids))}
+                "fail_event_ids": list[JsonValue](sorted(self.fail_event_ids)),
+                "forget_event_ids": list[JsonValue](sorted(self.forget_event_ids)),
+                "forget_events": self.forget_events}
 
     def retry_after_headers(self) -> tuple[tuple[str, str], ...]:
         """The `Retry-After` header of an injected status, if one is scripted (a decimal when not whole)."""
@@ -121,6 +139,16 @@ class FaultScript:
                 status = faults.statuses[0]
                 self._faults = replace(faults, statuses=faults.statuses[1:])
             return faults, status
+
+    def take_forget(self, event_id: str) -> bool:
+        """Whether this accepted event is confirmed but not kept (consuming one of `forget_events` if it counts)."""
+        with self._lock:
+            if event_id in self._faults.forget_event_ids:
+                return True
+            if self._faults.forget_events <= 0:
+                return False
+            self._faults = replace(self._faults, forget_events=self._faults.forget_events - 1)
+            return True
 
     def take_reset(self) -> bool:
         """Whether this committed event write is answered with a reset (consuming one scripted reset)."""
