@@ -1,6 +1,6 @@
 """The Vision Events API client on `requests`: the only module that imports it.
 
-Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, use cases), the Bearer header (never
+Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, query, use cases), the Bearer header (never
 `?api_key=`, which proxies log), a timeout on every request, one pooled session, and the mapping from outcomes to
 the error types of `errors.py`: 401/403 → AuthApiError, 408/429/5xx and network failures → RetryableApiError
 (with `Retry-After`), any other 4xx → PermanentApiError with the API's answer. Must not retry by itself.
@@ -79,7 +79,7 @@ class VisionEventsClient:
         self._key = self._api_key()
 
     def _request(self, method: str, path: str, *, json_body: JsonValue = None,
-                 files: dict[str, tuple[str | None, bytes, str | None]] | None = None) -> JsonValue:
+                 files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] | None = None) -> JsonValue:
         headers = {"Authorization": f"Bearer {self._key}"}
         data = None
         if json_body is not None:
@@ -126,12 +126,12 @@ class VisionEventsClient:
         """`POST /vision-events/upload`: multipart `file`, plus the optional `name` and `metadata` (a JSON-encoded
         object under the customMetadata rules, spec §2.3) when given; returns the sourceId."""
         # `name` and `metadata` are plain form fields (no filename, no type), as the official SDK's encoder sends them
-        files: dict[str, tuple[str | None, bytes, str | None]] = {
+        files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] = {
             "file": (file_name, data, "application/octet-stream")}
         if name:
-            files["name"] = (None, name.encode(), None)
+            files["name"] = (None, name.encode())
         if metadata:
-            files["metadata"] = (None, orjson.dumps(metadata), None)
+            files["metadata"] = (None, orjson.dumps(metadata))
         answer = self._request("POST", "/upload", files=files)
         source_id = answer.get("sourceId") if isinstance(answer, dict) else None
         if not isinstance(source_id, str) or not source_id:
@@ -150,3 +150,10 @@ class VisionEventsClient:
         """`POST /vision-events/use-cases`; returns `{"id", "name"}`."""
         answer = self._request("POST", "/use-cases", json_body={"name": name})
         return answer if isinstance(answer, dict) else {}
+
+    def query_events(self, body: JsonDict) -> JsonDict:
+        """`POST /vision-events/query` (a read scope): one page of events matching `body`'s filters (spec §2.4)."""
+        answer = self._request("POST", "/query", json_body=body)
+        if not isinstance(answer, dict):
+            raise RetryableApiError("POST /query: the answer is not a JSON object", 200, str(answer)[:500])
+        return answer

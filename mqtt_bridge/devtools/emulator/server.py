@@ -6,8 +6,8 @@ at `/images/<sourceId>.<ext>`, the `/_emulator/...` control API) and `serve()`, 
 It wires the parts together: `api` (E1-E10), `router` (auth and faults), `handler` (sockets), `store` (state),
 `rules` (what the API accepts), `traffic` (the request log). It imports nothing of the bridge.
 
-Control API (no auth): `GET|POST|DELETE /_emulator/faults`, `GET /_emulator/events`, `GET /_emulator/uploads`, `GET /_emulator/stats`,
-`GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`.
+Control API (no auth): `GET|POST|DELETE /_emulator/faults`, `GET /_emulator/events`, `GET /_emulator/uploads`,
+`GET /_emulator/stats`, `GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`.
 """
 
 from __future__ import annotations
