@@ -1,13 +1,13 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
 Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher, and the outcome
-hooks that trace, receipts and the delivery ledger hear them through). It wires; it does not relay: each message carries its own ack
-(`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes themselves. Also the one stop
-event, the watchdog (any thread that dies stops everything with a non-zero exit), signals, and the ordered
-shutdown: stop intake and the image-reference threads (commit and ack what was received; messages still waiting
-for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish the batch in flight →
-write the last receipts and ledger entries → close the buffer; each step joins the thread handles kept at start. Nothing else in the package starts threads for
-the bridge.
+hooks that trace, receipts and the delivery ledger hear them through). It wires; it does not relay: each message
+carries its own ack (`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes
+themselves. Also the one stop event, the watchdog (any thread that dies stops everything with a non-zero exit),
+signals, and the ordered shutdown: stop intake and the image-reference threads (commit and ack what was received;
+messages still waiting for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish
+the batch in flight → write the last receipts and ledger entries → close the buffer; each step joins the thread
+handles kept at start. Nothing else in the package starts threads for the bridge.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -60,7 +61,8 @@ def test_verify_finds_every_event_of_a_run_and_reports_the_ones_the_api_dropped(
         out = capsys.readouterr().out
         assert "270 delivered event(s) in the ledger: 270 found, 0 missing" in out
         pages = re.search(r"\((\d+) query page", out)
-        assert pages is not None and int(pages.group(1)) >= 4  # 240 events of uc-a need 3 pages of 100, uc-b one more: the cursor was followed
+        # 240 events of uc-a need 3 pages of 100 and uc-b one more: the cursor was followed
+        assert pages is not None and int(pages.group(1)) >= 4
 
         emulator.set_faults(forget_events=3)
         with PahoClient(mosquitto, client_id="verify-publisher-2").connect() as publisher:
@@ -122,8 +124,9 @@ def test_uploaded_images_carry_a_topic_derived_name_and_their_event_metadata(
         wait_until(lambda: len(emulator.events()) == 3, timeout_s=30, message="delivered")
     finally:
         service.shutdown()
-    uploads = emulator.upload_details()
-    events = {event["images"][0]["sourceId"]: event for event in emulator.events()}
+    uploads: list[dict[str, Any]] = list(emulator.upload_details())
+    stored: list[dict[str, Any]] = list(emulator.events())
+    events = {event["images"][0]["sourceId"]: event for event in stored}
     assert len(uploads) == 3 and set(events) == {u["sourceId"] for u in uploads}
     for upload in uploads:
         event = events[upload["sourceId"]]

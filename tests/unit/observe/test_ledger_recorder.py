@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from mqtt_bridge.model.record import Record
@@ -23,7 +24,7 @@ class _CountingLedger(DeliveryLedger):
 
     writes = 0
 
-    def record(self, entries: list[LedgerEntry]) -> None:  # type: ignore[override]
+    def record(self, entries: Sequence[LedgerEntry]) -> None:
         self.writes += 1
         super().record(entries)
 
@@ -31,7 +32,8 @@ class _CountingLedger(DeliveryLedger):
 def test_ledger_recorder_writes_a_batch_of_deliveries_in_one_write(tmp_path: Path) -> None:
     """A hundred on_delivered calls of one batch become one ledger write, off the caller's thread; stopping writes
     what is left."""
-    ledger = _CountingLedger(tmp_path / "ledger", 1000).open()
+    ledger = _CountingLedger(tmp_path / "ledger", 1000)
+    ledger.open()
     recorder = LedgerRecorder(ledger, Stats(), clock=lambda: 42.0)
     stop = threading.Event()
     thread = threading.Thread(target=recorder.run, args=(stop,), name="test-ledger")
