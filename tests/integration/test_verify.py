@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, main
+from mqtt_bridge.cli.main import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, main
 from mqtt_bridge.config.load import parse_config
 from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.service import Service
@@ -132,3 +132,33 @@ def test_uploaded_images_carry_a_topic_derived_name_and_their_event_metadata(
         event = events[upload["sourceId"]]
         assert upload["name"] == f"t_factory_L1_cam1_detections_{event['eventId']}.png"
         assert upload["metadata"] == {"deviceId": "L1-cam1", "streamId": "cam1", "route": "inspection"}
+
+
+@pytest.mark.parametrize("write_scope", ["visionEvents.write", "device.update"])
+def test_bridge_delivers_with_the_send_events_scope_spelling_and_verify_needs_a_read_scope(
+        write_scope: str, mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key holding only the dotted write scope of the send-events page delivers (the emulator accepts both
+    spellings, spec §6); verify with a write-only key is refused (exit 3, a read scope is needed), with a key that
+    also reads it passes."""
+    keys = {"writer": frozenset({write_scope}), "reader": frozenset({write_scope, "device:read"})}
+    with Emulator(api_keys=keys, use_cases=[{"name": "Line A", "id": "uc-a"}, {"name": "Line B", "id": "uc-b"}]) \
+            as emulator:
+        raw = bridge_config(mosquitto, emulator.url, tmp_path / "buffer")
+        raw["api"] = {**raw["api"], "api_key": "writer"}  # type: ignore[dict-item]
+        service = Service(parse_config(raw, env={}))
+        service.start()
+        try:
+            wait_until(lambda: service.state().is_ready, timeout_s=15, message="ready")
+            with PahoClient(mosquitto, client_id="scope-publisher").connect() as publisher:
+                publisher.publish_many([(TOPIC, detection_message(seq)) for seq in range(4)])
+            wait_until(lambda: len(emulator.events()) == 4, timeout_s=30, message="delivered")
+        finally:
+            service.shutdown()
+        writer = tmp_path / "writer.yaml"
+        writer.write_text(yaml.safe_dump(raw))
+        assert main(["verify", "--config", str(writer)]) == EXIT_UNAVAILABLE
+        assert "refused the key" in capsys.readouterr().err
+        reader = tmp_path / "reader.yaml"
+        reader.write_text(yaml.safe_dump({**raw, "api": {**raw["api"], "api_key": "reader"}}))  # type: ignore[dict-item]
+        assert main(["verify", "--config", str(reader)]) == EXIT_OK
+        assert "4 found, 0 missing" in capsys.readouterr().out
