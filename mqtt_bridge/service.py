@@ -1,13 +1,13 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
 Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher, and the outcome
-hooks that trace and receipts hear them through). It wires; it does not relay: each message carries its own ack
-(`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes themselves. Also the one stop
-event, the watchdog (any thread that dies stops everything with a non-zero exit), signals, and the ordered
-shutdown: stop intake and the image-reference threads (commit and ack what was received; messages still waiting
-for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish the batch in flight →
-close the buffer; each step joins the thread handles kept at start. Nothing else in the package starts threads for
-the bridge.
+hooks that trace, receipts and the delivery ledger hear them through). It wires; it does not relay: each message
+carries its own ack (`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes
+themselves. Also the one stop event, the watchdog (any thread that dies stops everything with a non-zero exit),
+signals, and the ordered shutdown: stop intake and the image-reference threads (commit and ack what was received;
+messages still waiting for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish
+the batch in flight → write the last receipts and ledger entries → close the buffer; each step joins the thread
+handles kept at start. Nothing else in the package starts threads for the bridge.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from mqtt_bridge.mqtt.publisher import MqttPublisher
 from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.health import HealthServer
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
+from mqtt_bridge.observe.ledger_recorder import LedgerRecorder
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
 from mqtt_bridge.observe.receipts import Receipts
 from mqtt_bridge.observe.redact import add_secrets
@@ -42,6 +43,7 @@ from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
 from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
+from mqtt_bridge.storage.ledger import DeliveryLedger, ledger_path
 from mqtt_bridge.transform.ingest import Ingestor
 
 __all__ = ["Service", "ServiceState"]
@@ -86,6 +88,10 @@ class Service:
         self._receipts: Receipts | None = None
         self._receipt_client: MqttPublisher | None = None
         self._receipts_stop = threading.Event()
+        self._ledger: DeliveryLedger | None = None
+        self._ledger_recorder: LedgerRecorder | None = None
+        self._ledger_stop = threading.Event()
+        self._ledger_thread: threading.Thread | None = None
         self._gauges = (0.0, BufferGauges(0, 0.0))
         self.stop_event = threading.Event()
         self._fatal: str | None = None
@@ -139,8 +145,11 @@ class Service:
             if any(route.receipt_topic for route in config.routes):
                 self._receipt_client = MqttPublisher(config.mqtt, f"{config.mqtt.client_id}-receipts")
                 self._receipts = Receipts(config.routes, self._receipt_client, self.stats)
-            # trace and receipts hear the outcomes from the stages themselves, each hook isolated
+            self._open_ledger()
+            # trace, receipts and the ledger hear the outcomes from the stages themselves, each hook isolated
             observers: list[OutcomeHook] = [self.trace] if self._receipts is None else [self.trace, self._receipts]
+            if self._ledger_recorder is not None:
+                observers.append(self._ledger_recorder)
             hooks = OutcomeHooks(observers)
             self._flusher = Flusher(
                 self._buffer, TimedEventsApi(self._api, self.stats),
@@ -164,6 +173,7 @@ class Service:
                 config.mqtt, subscriptions, first_stage, self.fail,
                 on_connect_failure=lambda cause: self.stats.add("mqtt_connect_failures", label=cause))
         except Exception:
+            self._close_ledger()
             self._buffer.close()
             raise
         if config.health.enabled:
@@ -178,6 +188,9 @@ class Service:
             self._receipt_client.start_background(max_queued=10_000)
             receipts = self._receipts
             self._receipts_thread = self._spawn("receipts", lambda: receipts.run(self._receipts_stop))
+        if self._ledger_recorder is not None:
+            recorder = self._ledger_recorder
+            self._ledger_thread = self._spawn("ledger", lambda: recorder.run(self._ledger_stop))
         self._flusher_thread = self._spawn("flusher", self._flusher.run)
         self._intake_thread = self._spawn("intake", self._intake.run)
         if self._references is not None:
@@ -187,6 +200,24 @@ class Service:
         self._subscriber.start()
         log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d", len(self._router.routes),
                  ",".join(subscriptions), config.buffer.path, self._buffer.depth)
+
+    def _open_ledger(self) -> None:
+        """Open the delivery ledger for `verify` (`buffer.ledger_entries` > 0). Best effort: a ledger that cannot be
+        opened is logged and left out; it never keeps the bridge from delivering."""
+        entries = self.config.buffer.ledger_entries
+        if entries <= 0:
+            return
+        try:
+            self._ledger = DeliveryLedger(ledger_path(self.config.buffer.path), entries).open()
+        except StorageError as exc:
+            log.error("delivery ledger unusable, running without it (verify will find nothing new) error=%s", exc)
+            return
+        self._ledger_recorder = LedgerRecorder(self._ledger, self.stats)
+
+    def _close_ledger(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     def _check_use_cases(self) -> None:
         """Warn about every constant `use_case` that is archived or not in the list yet; never refuses to start (the
@@ -300,6 +331,10 @@ class Service:
                 log.warning("flusher still busy at the deadline; its batch stays buffered")
         self._receipts_stop.set()
         _join(self._receipts_thread, min(deadline, time.monotonic() + 3.0))
+        self._ledger_stop.set()  # after the flusher: every delivery it made is heard, then written
+        _join(self._ledger_thread, min(deadline, time.monotonic() + 3.0))
+        if self._ledger_thread is None or not self._ledger_thread.is_alive():
+            self._close_ledger()
         if self._receipt_client is not None:
             self._receipt_client.close()
         if self._api is not None:

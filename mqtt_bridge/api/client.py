@@ -1,6 +1,6 @@
 """The Vision Events API client on `requests`: the only module that imports it.
 
-Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, use cases), the Bearer header (never
+Owns: HTTP to `{base_url}/vision-events/...` (batch create, image upload, query, use cases), the Bearer header (never
 `?api_key=`, which proxies log), a timeout on every request, one pooled session, and the mapping from outcomes to
 the error types of `errors.py`: 401/403 → AuthApiError, 402/423 → BillingApiError (with `Retry-After`),
 408/429/5xx and network failures → RetryableApiError (with `Retry-After`), any other 4xx → PermanentApiError with
@@ -73,8 +73,9 @@ class EventsApi(Protocol):
     def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
         """Create or overwrite up to 100 events; the answer says which the API confirmed."""
 
-    def upload_image(self, data: bytes, name: str) -> str:
-        """Upload one image and return its sourceId."""
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
+        """Upload one image (`file_name` names the file part; `name` and `metadata` tag it in the workspace) and
+        return its sourceId."""
 
 
 def error_message(body: str) -> str:
@@ -135,11 +136,12 @@ class VisionEventsClient:
         add_secrets([self._key])
 
     def _request(self, method: str, path: str, *, json_body: JsonValue = None,
-                 files: dict[str, tuple[str, bytes, str]] | None = None) -> JsonValue:
+                 files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] | None = None) -> JsonValue:
         return self._exchange(method, path, json_body=json_body, files=files)[0]
 
     def _exchange(self, method: str, path: str, *, json_body: JsonValue = None,
-                  files: dict[str, tuple[str, bytes, str]] | None = None) -> tuple[JsonValue, int, str]:
+                  files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] | None = None,
+                  ) -> tuple[JsonValue, int, str]:
         """One request: (parsed 2xx body, status, body excerpt); any other outcome raises an ApiError."""
         headers = {"Authorization": f"Bearer {self._key}"}
         data = None
@@ -185,9 +187,17 @@ class VisionEventsClient:
         answer, status, body = self._exchange("POST", "/batch", json_body={"events": events})  # type: ignore[dict-item]
         return BatchAnswer.from_json(answer, status, body)
 
-    def upload_image(self, data: bytes, name: str) -> str:
-        """`POST /vision-events/upload` (multipart field `file`); returns the sourceId."""
-        answer = self._request("POST", "/upload", files={"file": (name, data, "application/octet-stream")})
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
+        """`POST /vision-events/upload`: multipart `file`, plus the optional `name` and `metadata` (a JSON-encoded
+        object under the customMetadata rules, spec §2.3) when given; returns the sourceId."""
+        # `name` and `metadata` are plain form fields (no filename, no type), as the official SDK's encoder sends them
+        files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] = {
+            "file": (file_name, data, "application/octet-stream")}
+        if name:
+            files["name"] = (None, name.encode())
+        if metadata:
+            files["metadata"] = (None, orjson.dumps(metadata))
+        answer = self._request("POST", "/upload", files=files)
         source_id = answer.get("sourceId") if isinstance(answer, dict) else None
         if not isinstance(source_id, str) or not source_id:
             raise RetryableApiError("POST /upload: the answer holds no sourceId", 201, redact(str(answer)[:500]))
@@ -205,3 +215,10 @@ class VisionEventsClient:
         """`POST /vision-events/use-cases`; returns `{"id", "name"}`."""
         answer = self._request("POST", "/use-cases", json_body={"name": name})
         return answer if isinstance(answer, dict) else {}
+
+    def query_events(self, body: JsonDict) -> JsonDict:
+        """`POST /vision-events/query` (a read scope): one page of events matching `body`'s filters (spec §2.4)."""
+        answer = self._request("POST", "/query", json_body=body)
+        if not isinstance(answer, dict):
+            raise RetryableApiError("POST /query: the answer is not a JSON object", 200, str(answer)[:500])
+        return answer

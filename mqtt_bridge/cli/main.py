@@ -1,11 +1,11 @@
 """The `mqtt-bridge` command: argument parsing, logging set-up, and named exit codes.
 
-Owns: every command's flags (run, check-config, schema, decode, dlq, reprocess, status, export, use-cases; the dev
-tools demo, broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A family module is
-imported only when its command runs (`command_function`), so `--version` and `schema` stay light and no dev tool is
-loaded for `run`. What each command does lives in its family: `cli.run`, `cli.decode`, `cli.dlq`, `cli.export`,
-`cli.status`, `cli.use_cases`, `cli.dev`; what they share (exit codes, loading the config, error mapping) in
-`cli.common`.
+Owns: every command's flags (run, check-config, schema, decode, dlq, reprocess, status, export, use-cases,
+verify; the dev tools demo, broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A
+family module is imported only when its command runs (`command_function`), so `--version` and `schema` stay light
+and no dev tool is loaded for `run`. What each command does lives in its family: `cli.run`, `cli.decode`,
+`cli.dlq`, `cli.export`, `cli.status`, `cli.use_cases`, `cli.verify`, `cli.dev`; what they share (exit codes,
+loading the config, error mapping) in `cli.common`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "status_command"),
     "export": ("export", "export_command"),
     "use-cases": ("use_cases", "use_cases_command"),
+    "verify": ("verify", "verify_command"),
     "decode": ("decode", "decode_command"),
 }
 
@@ -156,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--status", choices=["active", "inactive"], default="active", help="list: which ones")
     p.set_defaults(runs="use-cases")
+
+    p = sub.add_parser("verify", help="proof of delivery: ask the API for every recently delivered event (exit 1 when "
+                                      "any is missing)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--since", help="only events delivered at or after: an age like 1h, 7d, ISO 8601 or Unix time "
+                                   "(default: the whole ledger)")
+    p.set_defaults(runs="verify")
 
     p = sub.add_parser("decode", aliases=["dry-run"],
                        help="print the Vision Events a message would become, sending nothing (no broker, buffer, API)")

@@ -169,6 +169,9 @@ class BufferConfig(_Model):
         "Over max_bytes: stop_acking holds everything back (the broker keeps it); drop_images keeps buffering "
         "events without their images (noted as customMetadata.imageDropped, counted) until min_free_bytes stops "
         "acking. A route's image.on_buffer_full overrides it. Events are never dropped."))
+    ledger_entries: int = Field(100_000, ge=0, le=10_000_000, description=(
+        "Delivered events remembered on disk (eventId, use case, timestamp, delivery time; in <path>/ledger) for "
+        "`mqtt-bridge verify`, newest kept; 0 turns the ledger off."))
 
 
 class FlushConfig(_Model):

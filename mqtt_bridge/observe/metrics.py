@@ -67,6 +67,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
                                        "with the same client id), by cause: refused, timed_out, dns_not_found, "
                                        "tls_untrusted, tls_hostname_mismatch, not_authorized, ..."),
     "images_shed": ("route", "Images dropped (events kept) while the buffer was over its high-water mark."),
+    "ledger_entries_dropped": ("", "Delivered events not written to the delivery ledger because its queue was full "
+                                   "(verify will not check them; the events were delivered)."),
+    "ledger_write_errors": ("", "Failed writes of the delivery ledger (their entries were given up)."),
 }
 # Stats gauge name -> (exported name, help).
 GAUGES: dict[str, tuple[str, str]] = {
@@ -209,10 +212,10 @@ class TimedEventsApi:
         finally:
             self._stats.observe("api_request_seconds", time.monotonic() - started, label="batch")
 
-    def upload_image(self, data: bytes, name: str) -> str:
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
         """Upload one image and return its sourceId (timed)."""
         started = time.monotonic()
         try:
-            return self._api.upload_image(data, name)
+            return self._api.upload_image(data, file_name, name=name, metadata=metadata)
         finally:
             self._stats.observe("api_request_seconds", time.monotonic() - started, label="upload")

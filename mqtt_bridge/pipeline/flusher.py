@@ -32,7 +32,8 @@ from mqtt_bridge.errors import (
     PermanentApiError,
     RetryableApiError,
 )
-from mqtt_bridge.images.checks import content_hash, file_extension, sniff_image_type
+from mqtt_bridge.images.checks import content_hash
+from mqtt_bridge.images.naming import upload_labels
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.hooks import OutcomeHook
@@ -240,10 +241,10 @@ class Flusher:
                     image_hash = content_hash(record.image)
                     source_id = self._buffer.source_id(image_hash)
                     if source_id is None:
-                        extension = file_extension(sniff_image_type(record.image) or "jpeg")
+                        labels = upload_labels(record)  # name and metadata make the image findable (issue 12)
                         try:
-                            source_id = self._api.upload_image(record.image, record.image_name or
-                                                               f"{record.event_id}.{extension}")
+                            source_id = self._api.upload_image(record.image, labels.file_name, name=labels.name,
+                                                               metadata=labels.metadata)
                         except PermanentApiError as exc:
                             progress.dead_letter(index, DeadLetterReason.UPLOAD_REJECTED, exc)
                             continue

@@ -59,7 +59,8 @@ class ApiRoutes:
 
     def _create_event(self, request: Request, _: tuple[str, ...]) -> Response:
         ids = self._store.write_events([load_json(request.body)], is_batch=False,
-                                       reject_ids=self._faults.current.fail_event_ids)
+                                       reject_ids=self._faults.current.fail_event_ids,
+                                       is_forgotten=self._faults.take_forget)
         return json_response(201, {"eventId": ids[0], "created": True})
 
     def _create_batch(self, request: Request, _: tuple[str, ...]) -> Response:
@@ -72,7 +73,7 @@ class ApiRoutes:
         # a partial success (spec §6: not documented, so played on request): the dropped events are not stored
         dropped = self._faults.take_drops([str(e.get("eventId")) if isinstance(e, dict) else "" for e in events])
         ids = self._store.write_events(events, is_batch=True, reject_ids=self._faults.current.fail_event_ids,
-                                       skip=frozenset(dropped))
+                                       skip=frozenset(dropped), is_forgotten=self._faults.take_forget)
         return json_response(201, {"created": len(ids), "eventIds": list[JsonValue](ids)})
 
     def _upload(self, request: Request, _: tuple[str, ...]) -> Response:

@@ -2,7 +2,8 @@
 
 Owns: `Faults` (statuses, "API down", `Retry-After`, delays, a reset after commit, poisoned event ids: the fault
 list of spec §4.5; the message of an injected status, e.g. a 402/423 billing or quota stop; and a partial batch
-success, spec §6: a 201 whose `eventIds` leave some events out, unstored), its JSON form for the control API, and
+success, spec §6: a 201 whose `eventIds` leave some events out, unstored; and events confirmed but not kept,
+which a delivery check must catch), its JSON form for the control API, and
 `FaultScript`, which gives each request its faults atomically so that concurrent writes consume scripted statuses
 in order. Must not open sockets.
 """
@@ -21,7 +22,8 @@ __all__ = ["FaultScript", "Faults"]
 logger = logging.getLogger(__name__)
 
 _FIELDS = {"statuses", "status_always", "retry_after_s", "delay_s", "reset_after_commit", "fail_event_ids",
-           "status_message", "drop_event_ids", "partial", "partial_once"}
+           "status_message", "drop_event_ids", "partial", "partial_once",
+           "forget_event_ids", "forget_events"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ class Faults:
         partial: a batch write (E2) of more than this many events stores and confirms only its first `partial`.
         partial_once: `partial` applies to the next batch it shortens only, and each id of `drop_event_ids` is
             dropped from the next batch that holds it only; otherwise both last until cleared.
+        forget_event_ids: events with these ids are accepted and confirmed (201, listed in `eventIds`) but never
+            kept, as if the service lost them after answering: what `mqtt-bridge verify` must catch.
+        forget_events: the next this many events written (E1, E2) are confirmed but not kept, likewise.
     """
 
     statuses: tuple[int, ...] = ()
@@ -55,6 +60,8 @@ class Faults:
     drop_event_ids: frozenset[str] = field(default_factory=frozenset)
     partial: int | None = None
     partial_once: bool = False
+    forget_event_ids: frozenset[str] = field(default_factory=frozenset)
+    forget_events: int = 0
 
     def __post_init__(self) -> None:
         for status in (*self.statuses, *(() if self.status_always is None else (self.status_always,))):
@@ -69,6 +76,8 @@ class Faults:
             raise ValueError("reset_after_commit must be >= 0")
         if self.partial is not None and (isinstance(self.partial, bool) or self.partial < 0):
             raise ValueError("partial must be an int >= 0")
+        if self.forget_events < 0:
+            raise ValueError("forget_events must be >= 0")
 
     @classmethod
     def from_json(cls, data: JsonValue) -> Faults:
@@ -99,11 +108,18 @@ class Faults:
             raise ValueError("partial must be an int")
         if not isinstance(once, bool):
             raise ValueError("partial_once must be a boolean")
+        forget_ids, forget_count = data.get("forget_event_ids") or [], data.get("forget_events") or 0
+        if not isinstance(forget_ids, list) or not all(isinstance(i, str) for i in forget_ids):
+            raise ValueError("forget_event_ids must be a list of strings")
+        if isinstance(forget_count, bool) or not isinstance(forget_count, int):
+            raise ValueError("forget_events must be an int")
         return cls(statuses=tuple(s for s in statuses if isinstance(s, int)), status_always=always,
                    retry_after_s=None if retry is None else float(retry), delay_s=float(delay),
                    reset_after_commit=resets, fail_event_ids=frozenset(i for i in ids if isinstance(i, str)),
                    status_message=message, drop_event_ids=frozenset(i for i in drops if isinstance(i, str)),
-                   partial=partial, partial_once=once)
+                   partial=partial, partial_once=once,
+                   forget_event_ids=frozenset(i for i in forget_ids if isinstance(i, str)),
+                   forget_events=forget_count)
 
     def to_json(self) -> JsonDict:
         """Render with the field names `from_json` accepts."""
@@ -113,7 +129,9 @@ class Faults:
                 "fail_event_ids": list[JsonValue](sorted(self.fail_event_ids)),
                 "status_message": self.status_message,
                 "drop_event_ids": list[JsonValue](sorted(self.drop_event_ids)), "partial": self.partial,
-                "partial_once": self.partial_once}
+                "partial_once": self.partial_once,
+                "forget_event_ids": list[JsonValue](sorted(self.forget_event_ids)),
+                "forget_events": self.forget_events}
 
     def retry_after_headers(self) -> tuple[tuple[str, str], ...]:
         """The `Retry-After` header of an injected status, if one is scripted (a decimal when not whole)."""
@@ -166,6 +184,16 @@ class FaultScript:
                 self._faults = replace(faults, partial=None if is_shortened else faults.partial,
                                        drop_event_ids=faults.drop_event_ids - dropped_ids)
             return drop
+
+    def take_forget(self, event_id: str) -> bool:
+        """Whether this accepted event is confirmed but not kept (consuming one of `forget_events` if it counts)."""
+        with self._lock:
+            if event_id in self._faults.forget_event_ids:
+                return True
+            if self._faults.forget_events <= 0:
+                return False
+            self._faults = replace(self._faults, forget_events=self._faults.forget_events - 1)
+            return True
 
     def take_reset(self) -> bool:
         """Whether this committed event write is answered with a reset (consuming one scripted reset)."""

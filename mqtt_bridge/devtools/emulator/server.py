@@ -6,8 +6,8 @@ at `/images/<sourceId>.<ext>`, the `/_emulator/...` control API) and `serve()`, 
 It wires the parts together: `api` (E1-E10), `router` (auth and faults), `handler` (sockets), `store` (state),
 `rules` (what the API accepts), `traffic` (the request log). It imports nothing of the bridge.
 
-Control API (no auth): `GET|POST|DELETE /_emulator/faults`, `GET /_emulator/events`, `GET /_emulator/stats`,
-`GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`.
+Control API (no auth): `GET|POST|DELETE /_emulator/faults`, `GET /_emulator/events`, `GET /_emulator/uploads`,
+`GET /_emulator/stats`, `GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`.
 """
 
 from __future__ import annotations
@@ -147,10 +147,12 @@ class Emulator:
                    retry_after_s: float | None = None, delay_s: float = 0.0, reset_after_commit: int = 0,
                    fail_event_ids: Iterable[str] = (), status_message: str | None = None,
                    drop_event_ids: Iterable[str] = (), partial: int | None = None,
-                   partial_once: bool = False) -> Faults:
+                   partial_once: bool = False, forget_event_ids: Iterable[str] = (),
+                   forget_events: int = 0) -> Faults:
         """Replace the fault script (see `Faults` for each field). Raises ValueError for a bad value."""
         faults = Faults(tuple(statuses), status_always, retry_after_s, delay_s, reset_after_commit,
-                        frozenset(fail_event_ids), status_message, frozenset(drop_event_ids), partial, partial_once)
+                        frozenset(fail_event_ids), status_message, frozenset(drop_event_ids), partial, partial_once,
+                        frozenset(forget_event_ids), forget_events)
         self.apply_faults(faults)
         return faults
 
@@ -205,6 +207,10 @@ class Emulator:
         """Uploaded image bytes by sourceId."""
         return self._store.uploads()
 
+    def upload_details(self) -> list[JsonDict]:
+        """Every upload's `sourceId`, `name`, `metadata`, `ext` and size (`bytes`), oldest first."""
+        return self._store.upload_details()
+
     def requests_log(self) -> list[RequestRecord]:
         """Every request except the control API's, oldest first (the last 10 000)."""
         return self._log.records()
@@ -235,6 +241,8 @@ class Emulator:
             ("POST", "/_emulator/faults", self._post_faults),
             ("DELETE", "/_emulator/faults", self._delete_faults),
             ("GET", "/_emulator/events", self._get_events),
+            ("GET", "/_emulator/uploads", lambda _, __: json_response(200, {"uploads": list[JsonValue](
+                self.upload_details())})),
             ("GET", "/_emulator/requests", lambda _, __: json_response(200, {"requests": [
                 record.to_json() for record in self.requests_log()]})),
             ("GET", "/_emulator/stats", self._get_stats),

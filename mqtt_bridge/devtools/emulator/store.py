@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -192,12 +193,15 @@ class EventStore:
     # ---- events (E1, E2) -----------------------------------------------------------------------------------
 
     def write_events(self, events: list[JsonValue], *, is_batch: bool,
-                     reject_ids: frozenset[str] = frozenset(), skip: frozenset[int] = frozenset()) -> list[str]:
+                     reject_ids: frozenset[str] = frozenset(), skip: frozenset[int] = frozenset(),
+                     is_forgotten: Callable[[str], bool] = lambda _: False) -> list[str]:
         """Judge every event, then upsert all of them, or none (G4). Returns the ids in request order.
 
         A problem raises RequestRejected(400) whose message starts with `events[i]: ` in a batch. The size of a
         batch is judged by `rules.batch_problems` before this is called. The events at the positions in `skip`
-        are judged but not stored, nor returned (a partial success played by a fault).
+        are judged but not stored, nor returned (a partial success played by a fault). An accepted
+        event for which `is_forgotten` says yes (a scripted fault) is confirmed but not kept, and an earlier write of
+        it is lost.
         """
         now = datetime.now(UTC)
         with self._lock:
@@ -219,6 +223,10 @@ class EventStore:
                 use_case_id = str(stored.event["useCaseId"])
                 if use_case_id not in self._use_cases:  # only reachable with auto_create_use_cases
                     self.add_use_case(f"{use_case_id} (auto)", use_case_id)
+                if is_forgotten(event_id):
+                    self._events.pop(event_id, None)
+                    ids.append(event_id)
+                    continue
                 self._seq += 1
                 stored.seq = self._seq
                 self._events.pop(event_id, None)  # re-insert so dict order is the order of the last write
@@ -323,6 +331,12 @@ class EventStore:
         """Return one upload, or None."""
         with self._lock:
             return self._uploads.get(source_id)
+
+    def upload_details(self) -> list[JsonDict]:
+        """Return what E3 kept of each upload besides its bytes (name, metadata), oldest first."""
+        with self._lock:
+            return [{"sourceId": u.source_id, "name": u.name, "metadata": copy_json(u.metadata), "ext": u.ext,
+                     "bytes": len(u.data)} for u in self._uploads.values()]
 
     def uploads(self) -> dict[str, bytes]:
         """Return every uploaded image's bytes by sourceId."""

@@ -86,7 +86,7 @@ class _FailingApi:
     def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
         raise RetryableApiError("POST /batch: timed out")
 
-    def upload_image(self, data: bytes, name: str) -> str:
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
         return "src-1"
 
 

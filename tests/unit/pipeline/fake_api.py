@@ -3,10 +3,10 @@
 It answers like the real API (spec/vision-events-api.md): a batch is all-or-nothing (one bad event refuses the
 whole request), an upload returns a sourceId, a batch answer lists the created eventIds. Failures are scripted:
 `batch_errors` / `upload_errors` are raised by the next calls, in order; `reject_event_ids` are events the API always
-refuses (a permanent 4xx with a body); `reject_upload_names` are uploads it always refuses. Partial answers:
-`drop_event_ids` are left out of every answer (and not stored), `drop_once_event_ids` out of the next answer that
-holds them; `is_answering_without_event_ids` answers like an older server (`{"created": n}` only). Every call is
-recorded, in order, with its monotonic time.
+refuses (a permanent 4xx with a body); `reject_upload_names` are uploads (by file name) it always refuses. Partial
+answers: `drop_event_ids` are left out of every answer (and not stored), `drop_once_event_ids` out of the next answer
+that holds them; `is_answering_without_event_ids` answers like an older server (`{"created": n}` only). Every call
+is recorded, in order, with its monotonic time.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Call:
     event_ids: tuple[str, ...] = ()
     name: str = ""
     succeeded: bool = False
+    title: str = ""  # an upload's `name` field (`name` above is its file part's filename)
+    metadata: JsonDict | None = None
 
 
 @dataclass
@@ -74,12 +76,13 @@ class FakeEventsApi:
             body = f'{{"created": {len(confirmed)}, "eventIds": [{", ".join(repr(i) for i in confirmed)}]}}'
             return BatchAnswer(frozenset(confirmed), len(confirmed), 201, body.replace("'", '"'))
 
-    def upload_image(self, data: bytes, name: str) -> str:
+    def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
         with self._lock:
             error: Exception | None = self.upload_errors.pop(0) if self.upload_errors else None
-            if error is None and name in self.reject_upload_names:
+            if error is None and file_name in self.reject_upload_names:
                 error = PermanentApiError("POST /upload: HTTP 415", 415, '{"error": "unsupported image"}')
-            self.calls.append(Call("upload", time.monotonic(), name=name, succeeded=error is None))
+            self.calls.append(Call("upload", time.monotonic(), name=file_name, succeeded=error is None, title=name,
+                                   metadata=metadata))
             if error is not None:
                 raise error
             source_id = f"src-{len(self.uploads) + 1}"

@@ -441,3 +441,15 @@ def test_flusher_auth_error_reports_an_auth_reason(buffer: DiskBuffer) -> None:
         api.heal()
         wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered")
         assert flusher.not_ready_reason == ""
+def test_flusher_uploads_with_a_topic_derived_name_and_the_event_metadata(buffer: DiskBuffer) -> None:
+    """Each upload carries `name` (topic and file name, safe characters, real extension) and `metadata` with the
+    event's deviceId, streamId and route, so that the image is findable in the workspace (issue 12 item 7)."""
+    record = Record(event={"eventId": "e5", "deviceId": "line1-cam2", "streamId": "cam2", "images": [{}]},
+                    route="inspection", topic="plant/line1/cam2", received_at_s=1.0, image=tiny_png(8))
+    buffer.append([record], [])
+    api = FakeEventsApi()
+    with _running(buffer, api):
+        wait_until(lambda: buffer.depth == 0, message="delivered")
+    [upload] = [call for call in api.calls if call.kind == "upload"]
+    assert (upload.name, upload.title) == ("e5.png", "plant_line1_cam2_e5.png")
+    assert upload.metadata == {"deviceId": "line1-cam2", "streamId": "cam2", "route": "inspection"}

@@ -101,3 +101,39 @@ def test_emulator_faults_refuse_bad_values() -> None:
     parsed = Faults.from_json({"statuses": [503], "retry_after_s": 1, "fail_event_ids": ["x"]})
     assert parsed == Faults(statuses=(503,), retry_after_s=1.0, fail_event_ids=frozenset({"x"}))
     assert Faults.from_json(parsed.to_json()) == parsed
+
+
+def test_emulator_forget_event_ids_confirms_but_never_keeps(emulator: Emulator, session: requests.Session) -> None:
+    """A forgotten eventId is answered 201 and listed in `eventIds` like any other, but query never finds it, and
+    an earlier write of it is lost too (what a delivery check must catch)."""
+    assert post_batch(session, emulator, [make_event("lost")]).status_code == 201
+    emulator.set_faults(forget_event_ids={"lost"})
+    response = post_batch(session, emulator, [make_event("kept"), make_event("lost")])
+    assert (response.status_code, response.json()) == (201, {"created": 2, "eventIds": ["kept", "lost"]})
+    assert session.post(f"{emulator.url}/vision-events", json=make_event("lost"), timeout=5).status_code == 201
+    query = session.post(f"{emulator.url}/vision-events/query", json={"useCaseId": USE_CASE}, timeout=5).json()
+    assert [e["eventId"] for e in query["events"]] == ["kept"]
+    assert emulator.event("lost") is None
+
+
+def test_emulator_forget_events_count_is_consumed_per_event(emulator: Emulator, session: requests.Session) -> None:
+    """`forget_events: n` drops the next n events written (over E1 and E2, in order), then keeps everything; it is
+    scripted over the control API like every fault."""
+    control = session.post(f"{emulator.url}/_emulator/faults", json={"forget_events": 3}, timeout=5)
+    assert control.status_code == 200 and control.json()["forget_events"] == 3
+    assert post_batch(session, emulator, [make_event(f"e{i}") for i in range(2)]).json()["created"] == 2
+    assert post_batch(session, emulator, [make_event(f"e{i}") for i in range(2, 5)]).json()["created"] == 3
+    assert [e["eventId"] for e in emulator.events()] == ["e3", "e4"]
+    assert emulator.faults.forget_events == 0
+
+
+def test_emulator_forget_faults_refuse_bad_values() -> None:
+    """`forget_event_ids` must be a list of strings and `forget_events` a non-negative int."""
+    with pytest.raises(ValueError, match="forget_events"):
+        Faults(forget_events=-1)
+    with pytest.raises(ValueError, match="forget_event_ids"):
+        Faults.from_json({"forget_event_ids": "x"})
+    with pytest.raises(ValueError, match="forget_events"):
+        Faults.from_json({"forget_events": True})
+    parsed = Faults.from_json({"forget_event_ids": ["a"], "forget_events": 2})
+    assert Faults.from_json(parsed.to_json()) == parsed

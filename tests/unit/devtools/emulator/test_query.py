@@ -126,3 +126,29 @@ def test_query_skips_events_older_than_the_lookback_window(session: requests.Ses
         assert post_batch(session, emu, [old, make_event("new")]).status_code == 201
         answer = session.post(f"{emu.url}/vision-events/query", json={"useCaseId": USE_CASE}, timeout=5).json()
     assert ([e["eventId"] for e in answer["events"]], answer["lookbackDays"]) == (["new"], 1)
+
+
+def test_query_cursor_pages_through_many_pages_with_the_same_filters(emulator: Emulator,
+                                                                     session: requests.Session) -> None:
+    """250 matching events come back over three pages of the default limit (50) plus one of 100: every event
+    exactly once, newest first, `hasMore` false and `nextCursor` null only on the last page (spec §2.4)."""
+    now = datetime.now(UTC)
+    for chunk in range(3):
+        events = [make_event(f"p{n:03d}", timestamp=(now - timedelta(seconds=300 - n)).isoformat())
+                  for n in range(chunk * 100, chunk * 100 + 100)]
+        assert post_batch(session, emulator, events).status_code == 201
+    url = f"{emulator.url}/vision-events/query"
+    window = {"useCaseId": USE_CASE, "startTime": (now - timedelta(seconds=250)).isoformat(),
+              "endTime": now.isoformat()}
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    for limit in (None, None, None, 100):
+        body: JsonDict = {**window, "cursor": cursor} if limit is None else {**window, "cursor": cursor,
+                                                                              "limit": limit}
+        page = session.post(url, json=body, timeout=5).json()
+        pages.append([e["eventId"] for e in page["events"]])
+        cursor = page["nextCursor"]
+        assert page["hasMore"] is (cursor is not None)
+    assert [len(p) for p in pages] == [50, 50, 50, 100]
+    assert cursor is None
+    assert [i for p in pages for i in p] == [f"p{n:03d}" for n in range(299, 49, -1)]

@@ -84,3 +84,18 @@ def test_emulator_upload_breaking_a_rule_is_400_with_the_error_body(
     response = session.post(f"{emulator.url}/vision-events/upload", timeout=5, **request_kwargs)
     assert (response.status_code, response.json()) == (400, {"error": message})
     assert emulator.uploads() == {}
+
+
+def test_emulator_upload_keeps_name_and_metadata_for_inspection(emulator: Emulator,
+                                                                session: requests.Session) -> None:
+    """The optional `name` and JSON `metadata` fields are kept with the upload and shown by
+    `GET /_emulator/uploads`; without a `name` field the file part's filename stands in."""
+    named = post_upload(session, emulator, JPEG, name="plant_cam2_e1.jpg",
+                        metadata='{"deviceId": "line1-cam2", "route": "inspection"}').json()["sourceId"]
+    plain = post_upload(session, emulator, PNG).json()["sourceId"]
+    listed = session.get(f"{emulator.url}/_emulator/uploads", timeout=5).json()["uploads"]
+    assert listed == emulator.upload_details()
+    assert [(u["sourceId"], u["name"], u["metadata"], u["ext"]) for u in listed] == [
+        (named, "plant_cam2_e1.jpg", {"deviceId": "line1-cam2", "route": "inspection"}, "jpg"),
+        (plain, "frame.jpg", {}, "png")]
+    assert listed[0]["bytes"] == len(JPEG)
