@@ -23,4 +23,4 @@ def test_demo_config_loads_from_the_package_with_the_demo_ports(tmp_path: Path) 
     config = _demo_config(None, 18830, "http://127.0.0.1:18080", tmp_path / "buffer")
     assert (config.mqtt.port, config.api.base_url, config.buffer.path) == (18830, "http://127.0.0.1:18080",
                                                                            tmp_path / "buffer")
-    assert {route.use_case for route in config.routes} == {"demo-inspection"}
+    assert {route.use_case for route in config.routes} == {"demo-inspection", "demo-safety"}
