@@ -66,7 +66,7 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(tmp_path: Path) -> N
                                    cwd=str(workdir), env=env)
     try:
         _, events = demo_events(log_path, 4, url_timeout_s=60, events_timeout_s=45)
-        assert {e["useCaseId"] for e in events} == {"demo-inspection"}
+        assert "demo-inspection" in {e["useCaseId"] for e in events} <= {"demo-inspection", "demo-safety"}
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0, log_path.read_text()[-3000:]
     finally:
