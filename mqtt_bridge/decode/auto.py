@@ -96,5 +96,5 @@ class AutoDecoder:
             decoder = self._decoders[name] = self._build(name, self._route)
         results = decoder.decode(message)
         for decoded in results:
-            decoded.metadata.setdefault("decoder", name)
+            decoded.markers["decoder"] = name
         return results

@@ -28,7 +28,9 @@ class Decoded:
     `key` is a stable id of the thing the event is about (a Frigate object id): the eventId is derived from it, so
     later messages about the same thing overwrite one event. `document` is what `{payload.…}` templates read when
     the payload is not JSON (Sparkplug). `boxes_fit_image` is False when the attached image is not the frame the
-    boxes refer to (a cropped snapshot): the image is then sent without boxes.
+    boxes refer to (a cropped snapshot): the image is then sent without boxes. `metadata` and `event_data` are what
+    the message says (the route's own keys win over them); `markers` are the bridge's own notes, which a payload
+    cannot write.
     """
 
     detections: list[JsonDict] = field(default_factory=list)
@@ -39,6 +41,7 @@ class Decoded:
     event_type: str | None = None
     event_data: JsonDict = field(default_factory=dict)
     metadata: JsonDict = field(default_factory=dict)
+    markers: JsonDict = field(default_factory=dict)  # customMetadata the bridge writes (BRIDGE_METADATA_KEYS)
     device_id: str | None = None
     stream_id: str | None = None
     event_id: str | None = None

@@ -100,8 +100,8 @@ class ImageAttacher:
                 decoded.image = referenced.image
                 decoded.image_name = decoded.image_name or referenced.name
                 decoded.boxes_fit_image = self._options.boxes_fit
-            elif referenced.missing and len(decoded.metadata) < MAX_METADATA_KEYS - 2:
-                decoded.metadata["imageMissing"] = referenced.missing
+            elif referenced.missing and len(decoded.metadata) + len(decoded.markers) < MAX_METADATA_KEYS - 2:
+                decoded.markers["imageMissing"] = referenced.missing
         if not decoded.image:
             return
         unknown = DeadLetterReason.BAD_IMAGE if is_inline else DeadLetterReason.IMAGE_REJECTED

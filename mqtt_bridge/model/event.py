@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 from mqtt_bridge.model.values import JsonDict, JsonValue, parse_timestamp
 
-__all__ = ["EVENT_DATA_STRING_FIELDS", "EVENT_TYPES", "FEEDBACK_VALUES", "MAX_ID_CHARS", "MAX_METADATA_KEYS",
-           "MAX_PREDICTIONS_PER_LIST", "event_problems", "timestamp_in_window"]
+__all__ = ["BRIDGE_METADATA_KEYS", "EVENT_DATA_STRING_FIELDS", "EVENT_TYPES", "FEEDBACK_VALUES", "MAX_ID_CHARS",
+           "MAX_METADATA_KEYS", "MAX_PREDICTIONS_PER_LIST", "event_problems", "timestamp_in_window"]
 
 
 EVENT_TYPES = ("quality_check", "inventory_count", "safety_alert", "custom", "operator_feedback")
@@ -23,6 +23,18 @@ MAX_ID_CHARS = 256
 
 
 MAX_METADATA_KEYS = 100
+
+
+# customMetadata keys only the bridge writes (issue 16 item 5): a payload key of one of these names is dropped, so a
+# message cannot forge them. The names stay unprefixed because dashboards filter on them (README "Route metadata").
+BRIDGE_METADATA_KEYS = frozenset({
+    "imageMissing",  # images/attach: a referenced image that could not be had
+    "imageDropped",  # images/shedding: the image was shed when the buffer was full
+    "detections", "classes",  # transform/ingest and images/shedding: the summary of boxes without an image
+    "sourceTimestamp",  # transform/ingest: the payload time the receive time replaced
+    "decoder",  # decode/auto: the decoder that ran
+    "droppedKeys",  # transform/ingest: the payload keys dropped for one of these names
+})
 
 
 MAX_METADATA_KEY_CHARS = 100

@@ -46,6 +46,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "boxes_dropped": ("route", "Zero-area or inverted boxes dropped at ingest, by route."),
     "timestamps_replaced": ("route", "Payload timestamps outside the API's window (one year back to tomorrow) "
                                      "replaced by the receive time, by route (timestamp.out_of_window: receive)."),
+    "metadata_keys_dropped": ("route", "Payload customMetadata keys dropped because they bear the name of one of the "
+                                       "bridge's markers (imageMissing, detections, ...), by route."),
     "messages_without_event": ("route", "Messages for which a rule said 'no event' (e.g. a safety alert with no "
                                         "detection), by route."),
     "receipts_published": ("", "Delivery receipts handed to the MQTT client (QoS 1)."),

@@ -210,6 +210,8 @@ class Receiver:
                 self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
             if result.timestamps_replaced:
                 self._stats.add("timestamps_replaced", result.timestamps_replaced, label=result.route)
+            if result.keys_dropped:
+                self._stats.add("metadata_keys_dropped", result.keys_dropped, label=result.route)
             if result.dead_letter is not None:
                 dead.append(result.dead_letter)
                 log.error("message dead-lettered reason=%s topic=%s route=%s bytes=%d detail=%r",

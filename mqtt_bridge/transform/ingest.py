@@ -4,8 +4,9 @@ Owns: the order of checks on untrusted input (size cap before parsing, topic enc
 rules), one decoder instance per route (some keep state: Sparkplug aliases, Frigate snapshots), the debounce state,
 and how a decoded message becomes a Vision Event body (route templates, the typing rules and filters of `rules`, the
 eventId of `identity`, the route's timestamp policy: a payload time outside the API's window becomes the receive
-time, the original kept in `customMetadata.sourceTimestamp`, unless the route says `dead_letter`). Pure: no I/O, no
-threads, never raises on bad input.
+time, the original kept in `customMetadata.sourceTimestamp`, unless the route says `dead_letter`; the route's
+metadata and eventData win over the payload's, and the bridge's markers over both: issue 16 item 5). Pure: no I/O,
+no threads, never raises on bad input.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from mqtt_bridge.decode.registry import build_decoder
 from mqtt_bridge.errors import DeadLetterReason, DecodeError
 from mqtt_bridge.images.attach import ImageAttacher
 from mqtt_bridge.model.attachment import Attachment
-from mqtt_bridge.model.event import MAX_METADATA_VALUE_CHARS, event_problems, timestamp_in_window
+from mqtt_bridge.model.event import (
+    BRIDGE_METADATA_KEYS,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_CHARS,
+    event_problems,
+    timestamp_in_window,
+)
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.model.values import JsonDict, JsonValue, format_timestamp
 from mqtt_bridge.routing.router import CompiledRoute, Router
@@ -47,6 +54,7 @@ class IngestResult:
     route: str = ""
     dropped_boxes: int = 0
     suppressed: int = 0  # events held back by the route's debounce (counted, never dead-lettered)
+    keys_dropped: int = 0  # payload customMetadata keys dropped for a marker's name (BRIDGE_METADATA_KEYS)
     timestamps_replaced: int = 0  # payload times outside the API's window replaced by the receive time
     # per record without an image for its boxes: the predictions the API cannot take (shown by dry runs only)
     unattached: list[JsonDict] = field(default_factory=list)
@@ -58,6 +66,17 @@ def _render_fields(fields: dict[str, ValueTemplate | str | int | float | bool], 
     for key, value in fields.items():
         out[key] = value.render(captures, topic, document) if isinstance(value, ValueTemplate) else value
     return out
+
+
+def _merged_metadata(route_metadata: JsonDict, decoded: Decoded) -> tuple[JsonDict, list[str]]:
+    """customMetadata of an event: the payload's keys, the route's over them, the bridge's markers over both.
+
+    A payload key named like a marker (`BRIDGE_METADATA_KEYS`) is dropped and returned, so a message can neither
+    replace what the route set (a plant, a topic-captured line) nor forge the bridge's notes (issue 16 item 5).
+    """
+    forged = sorted(key for key in decoded.metadata if key in BRIDGE_METADATA_KEYS)
+    payload = {key: value for key, value in decoded.metadata.items() if key not in BRIDGE_METADATA_KEYS}
+    return {**payload, **route_metadata, **decoded.markers}, forged
 
 
 def _prediction_lists(decoded: Decoded, *, with_classifications: bool = True) -> JsonDict:
@@ -136,6 +155,7 @@ class Ingestor:
             event = self._event(route, captures, message, document, decoded, index, len(results), stamp)
             if event is None:
                 continue
+            outcome.keys_dropped += sum(1 for key in decoded.metadata if key in BRIDGE_METADATA_KEYS)
             if original is not None:
                 metadata = event.setdefault("customMetadata", {})
                 assert isinstance(metadata, dict)
@@ -195,7 +215,8 @@ class Ingestor:
         route_data = _render_fields(route.event_data, captures, topic, document)
         if event_data is None and not route_data and not decoded.event_data:
             return None
-        event_data = {**(event_data or {}), **route_data, **decoded.event_data}
+        # The route wins over the payload (issue 16 item 5): a message may add fields, not replace the route's.
+        event_data = {**(event_data or {}), **decoded.event_data, **route_data}
         comment = None
         if event_type == "operator_feedback" and route.feedback:
             mapped = {key: template.render(captures, topic, document) for key, template in route.feedback.items()}
@@ -216,7 +237,7 @@ class Ingestor:
             event["deviceId"] = device
         if stream:
             event["streamId"] = stream
-        metadata = {**_render_fields(route.metadata, captures, topic, document), **decoded.metadata}
+        metadata, forged = _merged_metadata(_render_fields(route.metadata, captures, topic, document), decoded)
         boxes = located(decoded)
         if decoded.image:
             image: JsonDict = {"label": IMAGE_LABEL}
@@ -232,6 +253,8 @@ class Ingestor:
             labels = [str(d["class"]) for d in (boxes or decoded.classifications)]
             metadata.setdefault("detections", len(boxes))
             metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])
+        if forged and len(metadata) < MAX_METADATA_KEYS:
+            metadata["droppedKeys"] = ",".join(forged)[:MAX_METADATA_VALUE_CHARS]
         if metadata:
             event["customMetadata"] = metadata
         if comment:

@@ -7,17 +7,22 @@ It wires the parts together: `api` (E1-E10), `router` (auth and faults), `handle
 `rules` (what the API accepts), `traffic` (the request log). It imports nothing of the bridge.
 
 Control API (no auth): `GET|POST|DELETE /_emulator/faults`, `GET /_emulator/events`, `GET /_emulator/uploads`,
-`GET /_emulator/stats`, `GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`.
+`GET /_emulator/stats`, `GET /_emulator/requests`, `POST /_emulator/use-cases`, `POST /_emulator/reset`. A POST or
+PUT must say `Content-Type: application/json` (else 415), and a request whose `Origin` is not the emulator's own is
+refused with 403, so that a web page open in the same browser cannot script faults or wipe the store (issue 16
+item 7).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import signal
 import threading
 from collections.abc import Iterable
 from types import FrameType, TracebackType
+from urllib.parse import urlsplit
 
 from .api import ApiRoutes
 from .auth import ALL_SCOPES
@@ -237,6 +242,8 @@ class Emulator:
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/", lambda _, __: Response(200, PAGE_HTML.encode(), "text/html; charset=utf-8")),
             ("GET", r"/images/([^/]+)\.(\w+)", self._image),
+        ]
+        control: list[tuple[str, str, Handler]] = [
             ("GET", "/_emulator/faults", lambda _, __: json_response(200, self.faults.to_json())),
             ("POST", "/_emulator/faults", self._post_faults),
             ("DELETE", "/_emulator/faults", self._delete_faults),
@@ -249,7 +256,38 @@ class Emulator:
             ("POST", "/_emulator/use-cases", self._post_use_case),
             ("POST", "/_emulator/reset", self._post_reset),
         ]
+        table.extend((method, path, self._guarded(handler)) for method, path, handler in control)
         return [Route(method, re.compile(path), handler) for method, path, handler in table]
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """`handler` behind the control API's checks: a page on another origin must not script the emulator."""
+
+        def guarded(request: Request, args: tuple[str, ...]) -> Response:
+            origin = request.headers.get("origin")
+            if origin is not None and not self._is_own_origin(origin, request.base_url):
+                raise RequestRejected(403, "the control API refuses cross-origin requests")
+            if request.method in ("POST", "PUT"):
+                content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if content_type != "application/json":  # a cross-site form cannot send it without a preflight
+                    raise RequestRejected(415, "the control API takes Content-Type: application/json")
+            return handler(request, args)
+
+        return guarded
+
+    def _is_own_origin(self, origin: str, base_url: str) -> bool:
+        """Whether a browser's `Origin` is the emulator's own: the origin the request came to (its Host), under a
+        loopback name, an IP address or the bound host. A rebound DNS name (Host and Origin both `evil.example`)
+        is not (issue 16 item 7)."""
+        if origin.rstrip("/").lower() != base_url.lower():
+            return False
+        name = (urlsplit(base_url).hostname or "").lower()
+        if name in ("localhost", self._host.lower()) or name.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def _image(self, _: Request, args: tuple[str, ...]) -> Response:
         upload = self._store.upload(args[0])

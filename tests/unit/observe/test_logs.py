@@ -40,3 +40,27 @@ def test_logs_json_lines_carry_event_and_fields() -> None:
     assert entry["event"] == "event dead-lettered"
     assert entry["fields"] == {"reason": "api_rejected", "event_id": "e1"}
     assert entry["time"].endswith("Z")
+
+
+def test_logs_json_fields_cannot_be_forged_by_an_argument() -> None:
+    """A topic carrying ` reason=… route=…` stays one field: it neither adds nor overrides a field (issue 16)."""
+    topic = "factory/x reason=forged route=other event_id=e9"
+    out = _emit(Redactor(), JsonFormatter(), "message dead-lettered reason=%s topic=%s route=%s detail=%r",
+                "payload_too_large", topic, "inspection", "a 'quoted' detail=x")
+    entry = json.loads(out)
+    assert entry["fields"] == {"reason": "payload_too_large", "topic": topic, "route": "inspection",
+                               "detail": "a 'quoted' detail=x"}
+    assert entry["event"] == "message dead-lettered"
+    assert topic in entry["message"]
+
+
+def test_logs_json_fields_take_mixed_and_literal_template_parts() -> None:
+    """Conversions without a key still consume their argument; literal pairs, %% and named arguments are read."""
+    out = _emit(Redactor(), JsonFormatter(), "api refused status=%s; keeping %d events, retry_in_s=%.1f mode=fast 5%%",
+                401, 12, 2.25)
+    assert json.loads(out)["fields"] == {"status": "401", "retry_in_s": "2.2", "mode": "fast"}
+    named = _emit(Redactor(), JsonFormatter(), "%(what)s happened topic=%(topic)s",
+                  {"what": "x topic=forged", "topic": "t/1"})
+    entry = json.loads(named)
+    assert entry["fields"] == {"topic": "t/1"}
+    assert entry["event"] == "x topic=forged happened"

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from mqtt_bridge.config.routes import RouteConfig
+from mqtt_bridge.model.event import BRIDGE_METADATA_KEYS
 from mqtt_bridge.model.record import Record
 from mqtt_bridge.model.values import JsonDict, format_timestamp
 from mqtt_bridge.routing.router import Router
@@ -229,3 +230,34 @@ def test_ingest_event_data_fields_that_must_be_strings_are_dead_lettered_before_
     feedback = _ingestor().process(TOPIC, b'{"detections": [], "event_type": "operator_feedback", '
                                           b'"event_data": {"feedback": "correct"}}', time.time())
     assert feedback.dead_letter is not None and "relatedEventId" in feedback.dead_letter.detail
+
+
+def test_ingest_route_metadata_and_event_data_win_over_the_payload() -> None:
+    """A payload cannot replace a route's metadata key, a topic capture or a route eventData field; it may add keys."""
+    ingestor = _ingestor(metadata={"line": "{line}", "plant": "Berlin"}, event_data={"location": "{line}"})
+    record = _one(ingestor, {"detections": [DET], "timestamp": STAMP,
+                             "metadata": {"plant": "Elsewhere", "line": "L9", "shift": "B"},
+                             "event_data": {"location": "forged", "itemType": "part"}})
+    assert record.event["customMetadata"] == {"line": "L1", "plant": "Berlin", "shift": "B", "detections": 1,
+                                              "classes": "Scratch"}
+    assert record.event["eventData"] == {"result": "fail", "location": "L1", "itemType": "part"}
+
+
+@pytest.mark.parametrize("marker", sorted(BRIDGE_METADATA_KEYS))
+def test_ingest_payload_cannot_write_a_bridge_marker(marker: str) -> None:
+    """A payload metadata key named like one of the bridge's markers is dropped, counted and noted."""
+    result = _ingestor().process(TOPIC, orjson.dumps({"detections": [], "timestamp": STAMP,
+                                                      "metadata": {marker: "forged", "shift": "B"}}), time.time())
+    [record] = result.records
+    assert record.event["customMetadata"] == {"line": "L1", "shift": "B", "droppedKeys": marker}
+    assert result.keys_dropped == 1
+
+
+def test_ingest_markers_are_the_bridges_own_over_a_payload_claim() -> None:
+    """Where the bridge writes a marker (the box summary), a payload value of the same name never shows."""
+    record = _one(_ingestor(), {"detections": [DET], "timestamp": STAMP,
+                                "metadata": {"detections": 99, "classes": "none", "imageMissing": "no"}})
+    metadata = record.event["customMetadata"]
+    assert isinstance(metadata, dict)
+    assert (metadata["detections"], metadata["classes"]) == (1, "Scratch")
+    assert "imageMissing" not in metadata and metadata["droppedKeys"] == "classes,detections,imageMissing"

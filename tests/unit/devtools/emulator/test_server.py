@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 
+from mqtt_bridge.devtools.emulator.faults import Faults
 from mqtt_bridge.devtools.emulator.server import Emulator, serve
 from tests.helpers import wait_until
 from tests.unit.devtools.emulator.helpers import (
@@ -39,10 +40,52 @@ def test_emulator_control_api_over_http(emulator: Emulator, session: requests.Se
         logged = anonymous.get(f"{control}/requests", timeout=5).json()["requests"]
         assert [(r["method"], r["path"], r["status"]) for r in logged] == [
             ("POST", "/vision-events/batch", 500), ("POST", "/vision-events/batch", 201)]
-        assert anonymous.post(f"{control}/reset", timeout=5).json() == {"success": True}
+        assert anonymous.post(f"{control}/reset", json={}, timeout=5).json() == {"success": True}
         assert anonymous.get(f"{control}/events", timeout=5).json() == {"events": [], "writes": {}}
     assert {uc["id"] for uc in emulator.use_cases()} == {USE_CASE, "uc-2"}
     assert emulator.requests_log() == []
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/faults"), ("POST", "/use-cases"), ("POST", "/reset")])
+def test_emulator_control_api_refuses_a_post_that_is_not_json(emulator: Emulator, method: str, path: str) -> None:
+    """A control POST without Content-Type: application/json (a cross-site form's) is 415 and changes nothing."""
+    emulator.apply_faults(Faults(statuses=(503,)))
+    url = f"{emulator.url}/_emulator{path}"
+    with requests.Session() as s:
+        for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+            reply = s.request(method, url, data=b'{"name": "Evil", "statuses": [500]}', headers=headers, timeout=5)
+            assert reply.status_code == 415, headers
+        charset = s.post(f"{emulator.url}/_emulator/faults", data=b'{"statuses": [502]}', timeout=5,
+                         headers={"Content-Type": "application/json; charset=utf-8"})
+    assert charset.status_code == 200
+    assert emulator.faults.statuses == (502,)
+    assert {uc["name"] for uc in emulator.use_cases()} == {"Line 1"}
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1", "https://127.0.0.1"])
+def test_emulator_control_api_refuses_a_cross_origin_request(emulator: Emulator, origin: str) -> None:
+    """A control request whose Origin is another page's is 403 (for every method); the own origin passes."""
+    control = f"{emulator.url}/_emulator"
+    with requests.Session() as s:
+        assert s.post(f"{control}/faults", json={"statuses": [500]}, headers={"Origin": origin},
+                      timeout=5).status_code == 403
+        assert s.delete(f"{control}/faults", headers={"Origin": origin}, timeout=5).status_code == 403
+        assert s.get(f"{control}/events", headers={"Origin": origin}, timeout=5).status_code == 403
+        assert emulator.faults.to_json()["statuses"] == []
+        own = s.post(f"{control}/faults", json={"statuses": [500]}, headers={"Origin": emulator.url}, timeout=5)
+        page = s.get(f"{control}/events", timeout=5, headers={"Host": f"localhost:{emulator.port}",
+                                                              "Origin": f"http://localhost:{emulator.port}"})
+    assert own.status_code == 200 and emulator.faults.statuses == (500,)
+    assert page.status_code == 200  # the page, opened as localhost, polls its own origin
+
+
+def test_emulator_control_api_refuses_a_rebound_dns_name(emulator: Emulator) -> None:
+    """Host and Origin both a foreign name (DNS rebinding onto 127.0.0.1) is 403: the name is not the emulator's."""
+    with requests.Session() as s:
+        rebound = f"evil.example:{emulator.port}"
+        reply = s.post(f"{emulator.url}/_emulator/reset", json={}, timeout=5,
+                       headers={"Host": rebound, "Origin": f"http://{rebound}"})
+    assert reply.status_code == 403
 
 
 def test_emulator_page_served_as_html(emulator: Emulator) -> None:
