@@ -159,9 +159,9 @@ class Service:
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
             self._intake = Receiver(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
-                                  max_pending=max(2 * config.mqtt.receive_maximum, 1000), hooks=hooks,
-                                  shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
-                                  else None)
+                                    max_pending=max(2 * config.mqtt.receive_maximum, 1000), hooks=hooks,
+                                    shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
+                                    else None)
             subscriptions = self._router.subscriptions()
             first_stage = self._intake.offer  # each message acks itself (Inbound.ack) once it is done with
             if ImageReferences.is_needed(list(config.routes)):

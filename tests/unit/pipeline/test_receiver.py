@@ -85,7 +85,7 @@ def line(tmp_path: Path) -> Iterator[_Line]:
     recorder = _Recorder(acked)
     ingestor = Ingestor(Router([RouteConfig.model_validate(ROUTE)]), 2**20)
     intake = Receiver(ingestor, buffer, stats, stop, wake, max_pending=100,
-                    hooks=OutcomeHooks([_Failing(), recorder]))
+                      hooks=OutcomeHooks([_Failing(), recorder]))
     try:
         yield _Line(buffer, intake, stats, stop, wake, recorder, acked)
     finally:
