@@ -95,9 +95,10 @@ class FaultRig:
         """A real Mosquitto on a free port, persistence in tmp (stopped by the mosquitto fixture)."""
         return self.broker_factory(max_queued_messages=max_queued_messages, extra_conf=extra_conf)
 
-    def bridge(self, broker: BrokerAddress, name: str = "bridge", **overrides: Mapping[str, object]) -> FaultBridge:
-        """A bridge process (not started yet) with its own directory under tmp."""
-        bridge = FaultBridge(self.tmp_path / name, broker, self.emulator.url, overrides)
+    def bridge(self, broker: BrokerAddress, name: str = "bridge", *, routes: list[dict[str, object]] | None = None,
+               **overrides: Mapping[str, object]) -> FaultBridge:
+        """A bridge process (not started yet) with its own directory under tmp (`routes` replaces the test routes)."""
+        bridge = FaultBridge(self.tmp_path / name, broker, self.emulator.url, overrides, routes=routes)
         self.bridges.append(bridge)
         return bridge
 

@@ -38,11 +38,12 @@ class FaultBridge:
         broker: where the bridge connects (Mosquitto, or a `TcpProxy` in front of it).
         api_url: the emulator's URL.
         overrides: config sections merged over the defaults, e.g. `api={"read_timeout_s": 1}`; None removes a key.
+        routes: the routes, instead of the test routes (`tests.helpers.TEST_ROUTES`).
     """
 
     def __init__(self, workdir: Path, broker: BrokerAddress, api_url: str,
                  overrides: Mapping[str, Mapping[str, object]] | None = None, *,
-                 client_id: str = "bridge-under-test") -> None:
+                 client_id: str = "bridge-under-test", routes: list[dict[str, object]] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         raw = bridge_config(broker, api_url, workdir / "buffer", "5")
@@ -52,7 +53,7 @@ class FaultBridge:
         for section, values in (overrides or {}).items():  # None removes a key (api_key, for api_key_file)
             merged = {**sections.get(section, {}), **values}
             sections[section] = {k: v for k, v in merged.items() if v is not None}
-        self.raw: dict[str, object] = {**raw, **sections}
+        self.raw: dict[str, object] = {**raw, **sections, **({"routes": routes} if routes is not None else {})}
         self.config_path = workdir / "bridge.yaml"
         self.config_path.write_text(yaml.safe_dump(self.raw), encoding="utf-8")
         self.buffer_path = Path(str(sections["buffer"]["path"]))
