@@ -189,7 +189,9 @@ def test_flusher_auth_error_keeps_everything_and_marks_not_ready(buffer: DiskBuf
         assert buffer.depth == 4 and buffer.dead_letter_count == 0
         assert "bad key" in flusher.last_error
         api.heal()  # the key was fixed
-        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered once the key works")
+        # the flusher marks the API ready right after the commit that empties the buffer: wait for both
+        wait_until(lambda: buffer.depth == 0 and flusher.is_api_ready, timeout_s=10,
+                   message="delivered once the key works")
         assert flusher.is_api_ready and flusher.last_error == ""
     refusals = len(api.batch_calls()) - 1
     assert outcomes.auth_errors == refusals and stats.count("api_retries", "401") == refusals
@@ -395,7 +397,9 @@ def test_flusher_billing_stop_keeps_everything_and_reports_the_api_message_then_
         assert flusher.not_ready_reason == "billing/quota: Monthly event quota reached (HTTP 402)"
         assert buffer.depth == 6 and buffer.dead_letter_count == 0
         api.heal()  # the plan was upgraded
-        wait_until(lambda: buffer.depth == 0, timeout_s=10, message="delivered once billing is fixed")
+        # the flusher marks the API ready right after the commit that empties the buffer: wait for both
+        wait_until(lambda: buffer.depth == 0 and flusher.is_api_ready, timeout_s=10,
+                   message="delivered once billing is fixed")
         assert flusher.is_api_ready and flusher.not_ready_reason == "" and flusher.last_error == ""
     calls = api.batch_calls()
     gaps = [later.at_s - earlier.at_s for earlier, later in pairwise(calls)]
