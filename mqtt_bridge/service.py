@@ -1,11 +1,13 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
-Owns: wiring (router, ingestor, buffer, API client, subscriber, image references, intake, flusher, and the outcome
-hooks that trace, receipts and the delivery ledger hear them through). It wires; it does not relay: each message
-carries its own ack (`Inbound.ack`) to whichever stage finishes with it, and the stages emit their outcomes
-themselves. Also the one stop event, the watchdog (any thread that dies stops everything with a non-zero exit),
-signals, and the ordered shutdown: stop intake and the image-reference threads (commit and ack what was received;
-messages still waiting for an image stay un-acked) → disconnect MQTT (the session stays) → let the flusher finish
+Owns: wiring (router, ingestor, buffer and its raw log, API client, subscriber, receiver, processor, image
+references, flusher, and the outcome hooks that trace, receipts and the delivery ledger hear them through). It
+wires; it does not relay: the receiver logs each raw message and acks it to the broker (design §3), the processor
+turns the raw log into events (each message carries its own ack, `Inbound.ack`, which there means "this raw entry
+is finished"), and the stages emit their outcomes themselves. Also the one stop event, the watchdog (any thread
+that dies stops everything with a non-zero exit), signals, and the ordered shutdown under one deadline: stop the
+receiver (commit and ack what was received) → disconnect MQTT (the session stays) → let the processor finish what
+it can (what it does not reach stays in the raw log and is processed after the restart) → let the flusher finish
 the batch in flight → write the last receipts and ledger entries → close the buffer; each step joins the thread
 handles kept at start. Nothing else in the package starts threads for the bridge.
 """
@@ -40,6 +42,7 @@ from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
 from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
+from mqtt_bridge.pipeline.processor import Processor
 from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
@@ -93,20 +96,23 @@ class Service:
         self._ledger_stop = threading.Event()
         self._ledger_thread: threading.Thread | None = None
         self._gauges = (0.0, BufferGauges(0, 0.0))
+        self._processor_stop = threading.Event()  # set in shutdown once the processor has done what it can
         self.stop_event = threading.Event()
         self._fatal: str | None = None
         self._router = Router(list(config.routes))
         self._buffer = DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes)
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []  # every thread started here, for the watchdog
-        # the handles shutdown joins, in its order: receiver and image threads, flusher, receipts
-        self._intake_thread: threading.Thread | None = None
+        # the handles shutdown joins, in its order: receiver, processor and image threads, flusher, receipts
+        self._receiver_thread: threading.Thread | None = None
+        self._processor_thread: threading.Thread | None = None
         self._image_threads: list[threading.Thread] = []
         self._flusher_thread: threading.Thread | None = None
         self._receipts_thread: threading.Thread | None = None
         self._api: VisionEventsClient | None = None
         self._subscriber: MqttSubscriber | None = None
-        self._intake: Receiver | None = None
+        self._receiver: Receiver | None = None
+        self._processor: Processor | None = None
         self._references: ImageReferences | None = None  # only when a route has a url/file/companion image
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
@@ -158,19 +164,26 @@ class Service:
                               config.api.billing_retry_s),
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
-            self._intake = Receiver(ingestor, self._buffer, self.stats, self.stop_event, self._wake,
-                                    max_pending=max(2 * config.mqtt.receive_maximum, 1000), hooks=hooks,
-                                    shed_images=ImageShedder(config, self.stats) if ImageShedder.is_needed(config)
-                                    else None)
+            shedder = ImageShedder(config, self.stats) if ImageShedder.is_needed(config) else None
+            companions = [r.image.companion for r in config.routes if r.image.companion is not None]
+            # what the processor holds in memory: a broker window's worth, plus what companion joins may park
+            self._processor = Processor(
+                ingestor, self._buffer, self.stats, self._processor_stop, self._wake,
+                max_in_flight=max(2 * config.mqtt.receive_maximum, 1000) + sum(c.max_parked for c in companions),
+                max_in_flight_bytes=_IN_FLIGHT_BYTES + _PARKED_BYTES * len(companions), hooks=hooks,
+                shed_images=shedder)
+            self._receiver = Receiver(self._buffer.raw, self._buffer.is_over_high_water, self.stats,
+                                      self.stop_event, self._processor.wake,
+                                      max_pending=max(2 * config.mqtt.receive_maximum, 1000),
+                                      may_exceed_high_water=shedder.may_exceed_high_water if shedder else None)
             subscriptions = self._router.subscriptions()
-            first_stage = self._intake.offer  # each message acks itself (Inbound.ack) once it is done with
             if ImageReferences.is_needed(list(config.routes)):
-                self._references = ImageReferences(self._router, self._intake.offer, self.stats, self.stop_event,
-                                                   config.mqtt.max_payload_bytes)
+                self._references = ImageReferences(self._router, self._processor.offer, self.stats,
+                                                   self._processor_stop, config.mqtt.max_payload_bytes)
                 subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
-                first_stage = self._references.offer  # parks it, fetches its image, or passes it on
+                self._processor.set_first_stage(self._references.offer)  # parks it, fetches its image, or passes on
             self._subscriber = MqttSubscriber(
-                config.mqtt, subscriptions, first_stage, self.fail,
+                config.mqtt, subscriptions, self._receiver.offer, self.fail,
                 on_connect_failure=lambda cause: self.stats.add("mqtt_connect_failures", label=cause))
         except Exception:
             self._close_ledger()
@@ -192,14 +205,16 @@ class Service:
             recorder = self._ledger_recorder
             self._ledger_thread = self._spawn("ledger", lambda: recorder.run(self._ledger_stop))
         self._flusher_thread = self._spawn("flusher", self._flusher.run)
-        self._intake_thread = self._spawn("intake", self._intake.run)
+        self._processor_thread = self._spawn("processor", self._processor.run)
+        self._receiver_thread = self._spawn("receiver", self._receiver.run)
         if self._references is not None:
             self._image_threads.append(self._spawn("image-timer", self._references.run_timer))
             for index in range(FETCH_WORKERS if self._references.has_fetches else 0):
                 self._image_threads.append(self._spawn(f"image-fetch-{index}", self._references.run_fetcher))
         self._subscriber.start()
-        log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d", len(self._router.routes),
-                 ",".join(subscriptions), config.buffer.path, self._buffer.depth)
+        log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d raw_depth=%d",
+                 len(self._router.routes), ",".join(subscriptions), config.buffer.path, self._buffer.depth,
+                 self._buffer.raw.depth)
 
     def _open_ledger(self) -> None:
         """Open the delivery ledger for `verify` (`buffer.ledger_entries` > 0). Best effort: a ledger that cannot be
@@ -235,13 +250,16 @@ class Service:
         log_use_case_check(result)
 
     def _buffer_gauges(self) -> BufferGauges:
-        """Buffer bytes and oldest age for metrics and the status page (re-read at most once a second)."""
+        """Buffer bytes, oldest ages and the raw log's depth for metrics and the status page (re-read at most once
+        a second)."""
         read_at, gauges = self._gauges
         now = time.time()
         if now - read_at >= 1.0:
             try:
                 oldest = self._buffer.oldest_received_at_s()
-                gauges = BufferGauges(self._buffer.volume_bytes(), max(0.0, now - oldest) if oldest else 0.0)
+                oldest_raw = self._buffer.raw.oldest_received_at_s()
+                gauges = BufferGauges(self._buffer.volume_bytes(), max(0.0, now - oldest) if oldest else 0.0,
+                                      self._buffer.raw.depth, max(0.0, now - oldest_raw) if oldest_raw else 0.0)
             except StorageError:  # not open (before start or after shutdown)
                 gauges = BufferGauges(0, 0.0)
             self._gauges = (now, gauges)
@@ -266,8 +284,9 @@ class Service:
         alive = all(t.is_alive() for t in self._threads) and bool(self._subscriber and self._subscriber.is_alive())
         mqtt_ok = bool(self._subscriber and self._subscriber.is_connected)
         api_ok = bool(self._flusher and self._flusher.is_api_ready)
-        writable = bool(self._intake and self._intake.is_writable)
-        backpressured = bool(self._intake and self._intake.is_backpressured)
+        writable = bool(self._receiver and self._receiver.is_writable and self._processor
+                        and self._processor.is_writable)
+        backpressured = bool(self._receiver and self._receiver.is_backpressured)
         subscribed = bool(self._subscriber and self._subscriber.is_subscribed)
         problem = self._subscriber.problem if self._subscriber else ""
         # ready once subscribed: connected but not yet subscribed, the broker would not keep our messages
@@ -315,13 +334,21 @@ class Service:
         self._stopped = True
         self.stop_event.set()
         deadline = time.monotonic() + self.config.flush.shutdown_grace_s + 5.0
-        log.info("shutdown: stopping intake")
-        stage_threads = [self._intake_thread, *self._image_threads]
-        for thread in stage_threads:
-            _join(thread, deadline)
+        log.info("shutdown: stopping the receiver")
+        _join(self._receiver_thread, deadline)
         if self._subscriber is not None:
             log.info("shutdown: disconnecting mqtt")
             self._subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
+        if self._processor is not None:
+            # half of what is left for the processor; the flusher needs the rest for the batch in flight
+            until = time.monotonic() + max(0.1, (deadline - time.monotonic()) / 2)
+            while not self._processor.is_idle and time.monotonic() < until and self._processor_thread is not None \
+                    and self._processor_thread.is_alive():
+                self._processor_stop.wait(0.05)  # not set yet: a bounded wait for the processor
+            log.info("shutdown: stopping the processor raw_depth=%d", self._buffer.raw.depth)
+        self._processor_stop.set()
+        for thread in [self._processor_thread, *self._image_threads]:
+            _join(thread, deadline)
         log.info("shutdown: finishing the batch in flight")
         self._flusher_stop.set()
         self._wake.set()
@@ -363,6 +390,10 @@ class Service:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return code
+
+
+_IN_FLIGHT_BYTES = 32 * 2**20  # raw messages the processor holds in memory besides what companion joins park
+_PARKED_BYTES = 64 * 2**20  # the images one companion join may park (`CompanionJoin.max_parked_bytes`)
 
 
 def _join(thread: threading.Thread | None, deadline: float) -> None:

@@ -74,23 +74,29 @@ def status(config: BridgeConfig, out: TextIO, *, as_json: bool = False) -> int:
     buffer = open_buffer(config)
     try:
         oldest = buffer.oldest_received_at_s()
+        oldest_raw = buffer.raw.oldest_received_at_s()
         reasons = Counter(letter.reason for _, letter in buffer.dead_letters())
         summary: JsonDict = {"running": False, "buffer": str(config.buffer.path), "depth": buffer.depth,
                              "bytes": buffer.volume_bytes(), "oldestAgeS": time.time() - oldest if oldest else 0.0,
-                             "deadLetters": buffer.dead_letter_count, "deadLettersByReason": dict(reasons)}
+                             "deadLetters": buffer.dead_letter_count, "deadLettersByReason": dict(reasons),
+                             "rawDepth": buffer.raw.depth,
+                             "rawOldestAgeS": time.time() - oldest_raw if oldest_raw else 0.0}
     finally:
         buffer.close()
     if as_json:
         out.write(orjson.dumps(summary).decode() + "\n")
     else:
         age = float(summary["oldestAgeS"]) if isinstance(summary["oldestAgeS"], float) else 0.0
+        raw_age = float(summary["rawOldestAgeS"]) if isinstance(summary["rawOldestAgeS"], float) else 0.0
         out.write(f"bridge:        stopped (no answer from its health server; read the buffer at "
                   f"{config.buffer.path})\n"
                   f"waiting:       {summary['depth']} event(s), oldest {_age(age)}, {summary['bytes']} bytes\n"
+                  f"raw log:       {summary['rawDepth']} message(s) not processed yet, oldest {_age(raw_age)} "
+                  "(processed when the bridge starts)\n"
                   f"dead letters:  {summary['deadLetters']}"
                   + (f"  ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})" if reasons else "")
                   + "\n")
-    return 0 if buffer.depth == 0 else 1
+    return 0 if buffer.depth == 0 and buffer.raw.depth == 0 else 1
 
 
 def _print_live(live: JsonDict, out: TextIO) -> None:
@@ -109,6 +115,8 @@ def _print_live(live: JsonDict, out: TextIO) -> None:
         f"buffer:        {buffer.get('depth')} waiting, oldest {_age(float(str(oldest or 0)))}, "
         f"{buffer.get('bytes')} bytes, writable={_yes(state.get('bufferWritable'))}, "
         f"backpressured={'YES' if state.get('backpressured') else 'no'}",
+        f"raw log:       {buffer.get('rawDepth', 0)} not processed yet, "
+        f"oldest {_age(float(str(buffer.get('rawOldestAgeS') or 0)))}",
         f"totals:        received={totals.get('received')} delivered={totals.get('delivered')} "
         f"({totals.get('deliveredPerS')}/s) dead-lettered={totals.get('deadLettered')}",
     ]

@@ -1,14 +1,13 @@
 """The whole configuration: `BridgeConfig`, the root that holds every section and the routes.
 
-Owns: checks that span sections (e.g. route names unique). Must not do I/O.
+Owns: the root model and checks that span sections. Must not do I/O. (The check that tied
+`routes[].image.companion.max_parked` to `mqtt.receive_maximum` is gone with issue 14: parked messages are acked and
+in the raw log, so they no longer hold the broker's in-flight window.)
 """
 
 from __future__ import annotations
 
-from pydantic import (
-    Field,
-    model_validator,
-)
+from pydantic import Field
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.config.sections import (
@@ -34,13 +33,3 @@ class BridgeConfig(_Model):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health and metrics server.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     routes: list[RouteConfig] = Field(..., min_length=1, description="Topic routes; the first match wins.")
-
-    @model_validator(mode="after")
-    def _parked_below_receive_maximum(self) -> BridgeConfig:
-        # parked detections and images are un-acked: if they filled the broker's window, no image could arrive
-        parked = sum(r.image.companion.max_parked for r in self.routes if r.image.companion is not None)
-        if parked and self.mqtt.protocol != "3.1.1" and 2 * parked > self.mqtt.receive_maximum:
-            raise ValueError(f"routes[].image.companion.max_parked add up to {parked}: keep them at most half of "
-                             f"mqtt.receive_maximum ({self.mqtt.receive_maximum})")
-        return self
-

@@ -103,8 +103,8 @@ class CompanionImages(_Model):
     window_s: float = Field(5.0, gt=0, le=600, description=(
         "How long a detection waits for its image (and an image for its detection)."))
     max_parked: int = Field(100, ge=1, le=10_000, description=(
-        "Messages of this route held un-acked at most (detections and images); past it the oldest is released: "
-        "a detection without its image, an image dropped. Keep the sum over routes below mqtt.receive_maximum."))
+        "Messages of this route waiting in memory at most (detections and images; they are acked and kept in the "
+        "raw log); past it the oldest is released: a detection without its image, an image dropped."))
 
 
 class ResizeOptions(_Model):

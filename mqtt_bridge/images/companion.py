@@ -6,19 +6,15 @@ when) and its rules. Detections and images are paired by key, oldest first; one 
 image is dropped (counted). When more than `max_parked` messages wait, the oldest is released the same way
 (`too_many_parked`), and likewise while the parked images hold more than `max_parked_bytes`.
 
-A redelivered copy of a parked message (same topic and payload, from a newer connection: the broker resends what
-was not acked) takes the place of the old one instead of waiting beside it; the old one could no longer be acked,
-and released later without its image it would overwrite the paired copy's event at the API (same eventId).
+A redelivered copy of a parked message (same topic and payload, another raw log entry: the broker resent it when
+its ack was lost) takes the place of the old one instead of waiting beside it; the old one is handed back as
+`superseded` (its raw entry is finished, nothing is buffered for it): released later without its image it would
+overwrite the paired copy's event at the API (same eventId).
 
-**Why the detection waits un-acked, not in the buffer.** Nothing is acked before it is durable: a parked message
-is not acked at all, so the broker still holds it (persistent session) and redelivers it if the bridge dies; once
-paired (or out of time) the detection goes through the normal ingest → commit → ack path, and its image message is
-acked with it, after the same commit. The alternative, buffering the detection at once as "image pending" and
-letting the flusher wait, would need out-of-order completion in the FIFO buffer and would make the flusher hold
-every later event behind a missing image. The price of parking is the broker's in-flight window: parked messages
-count against the Receive Maximum (MQTT 5) or `max_inflight_messages` (3.1.1), so `max_parked` bounds them (config
-validation keeps the sum at most half of `mqtt.receive_maximum`), and their acks go out after later messages'
-(brokers match PUBACKs by packet id). A kill -9 while parked loses nothing: tests/integration/test_images.py.
+**Why waiting here is safe.** Parking happens in the processor, after the broker's ack: every parked message is
+in the raw log on disk (`storage.raw_log`) until what it became is committed, so a kill -9 loses nothing and a
+restart reads it again and re-pairs it. `max_parked` and `max_parked_bytes` only bound this process's memory; they
+no longer touch the broker's in-flight window (issue 14).
 
 Pure state, no threads and no clock of its own: `references` calls it under its lock with `time.monotonic()`.
 """
@@ -51,14 +47,16 @@ class _Parked(Generic[M]):
 @dataclass(slots=True)
 class JoinOutcome(Generic[M]):
     """What one step released. `paired`: (detection, image message); `unpaired`: (detection, why no image);
-    `dropped`: images no detection claimed (ack them, nothing is buffered)."""
+    `dropped`: images no detection claimed (ack them, nothing is buffered); `superseded`: parked messages a
+    redelivered copy replaced (ack them, nothing is buffered)."""
 
     paired: list[tuple[M, M]] = field(default_factory=list)
     unpaired: list[tuple[M, str]] = field(default_factory=list)
     dropped: list[M] = field(default_factory=list)
+    superseded: list[M] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.paired or self.unpaired or self.dropped)
+        return bool(self.paired or self.unpaired or self.dropped or self.superseded)
 
 
 class CompanionJoin(Generic[M]):
@@ -140,7 +138,7 @@ class CompanionJoin(Generic[M]):
             for old in waiting:
                 if not old.is_done and old.message is not None and entry.message is not None \
                         and self._supersedes(entry.message, old.message):
-                    self._forget(old)  # a redelivered copy: the old one is never released
+                    outcome.superseded.append(self._forget(old))  # a redelivered copy: the old one is never released
         waiting.append(entry)
         self._order.append(entry)
         self.parked += 1

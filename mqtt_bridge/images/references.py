@@ -1,27 +1,26 @@
-"""The image reference stage: between the MQTT thread and the receiver, the messages whose image needs I/O or waiting.
+"""The image reference stage: inside the processor, the messages whose image needs I/O or waiting.
 
 Owns: for the routes whose `routes[].image` names a `url`, a `file` or a `companion` topic (their plans are
 `images.reference_plans`), getting the image *before* the message is buffered (issue 4: the bytes are buffered with
-their event, so a URL or file that changes later does not matter), without holding up other messages:
+their event, so a URL or file that changes later does not matter), without holding up other messages. This runs
+after the broker's ack (issue 14): every message here is in the raw log on disk (`storage.raw_log`) until what it
+became is committed, so nothing waits un-acked at the broker and a restart processes it again.
 
 - `url` and `file` messages go to a small pool of fetch workers (`FETCH_WORKERS` threads) through one waiting
   list per route, taken round-robin, with at most `_ROUTE_WORKERS` fetches of one route at a time: a route whose
-  image server is slow (every fetch runs to its deadline) backs off alone and cannot take every worker. The MQTT
-  thread never waits here: a route with `_ROUTE_QUEUE` fetches already waiting is backed off, its next messages
-  go on at once with an `image_fetch_failed` attachment (dead-lettered, replayable with `dlq replay`), so the
-  other routes, the keepalive and the acks go on (issue 16: a blocked network thread lost the connection, and
-  every redelivery became a second dead letter). Un-acked messages waiting here are bounded per route, well under
-  the Receive Maximum, so one slow route cannot use up the broker's flow-control window either;
+  image server is slow (every fetch runs to its deadline) backs off alone and cannot take every worker. `offer`
+  never waits here: a route with `_ROUTE_QUEUE` fetches already waiting is backed off, its next messages go on at
+  once with an `image_fetch_failed` attachment (dead-lettered, replayable with `dlq replay`), so the other routes
+  go on (issue 16);
 - `companion` image messages (matched on their own topic before any route) and the route's detections are joined
-  by `companion.CompanionJoin` (see its docstring for why detections wait un-acked rather than in the buffer);
-  the subscription to the image topics is derived from the config here.
+  by `companion.CompanionJoin`; the subscription to the image topics is derived from the config here.
 
-The message then goes on (`forward`, the receiver's `offer`) as `Inbound.with_image(...)`: with an `Attachment`
+The message then goes on (`forward`, the processor's `offer`) as `Inbound.with_image(...)`: with an `Attachment`
 (the image, or the dead-letter reason of a refused or failed reference, or why it is missing) and, for a pair, the
-image message as its companion, acked together with it after the commit (`Inbound.ack`). Until then nothing is
-acked; an image no detection claimed is acked here, through itself, and dropped. Nothing is acked before it is
-durable. Routes without such references pass straight through (the service does not even build this stage when no
-route has one). No exception escapes `offer` (a paho callback) or the thread bodies.
+image message as its companion, finished together with it by the processor's commit (`Inbound.ack`). An image no
+detection claimed (and a parked message a redelivered copy replaced) is acked here, through itself: its raw entry
+is finished and nothing is buffered for it. Routes without such references pass straight through (the service
+does not even build this stage when no route has one). No exception escapes `offer` or the thread bodies.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ __all__ = ["FETCH_WORKERS", "NOT_IMAGE_TOPICS_BYTES", "ImageReferences"]
 log = logging.getLogger(__name__)
 
 FETCH_WORKERS = 4
-_ROUTE_QUEUE = 64  # fetches of one route waiting (un-acked) before its next messages are backed off
+_ROUTE_QUEUE = 64  # fetches of one route waiting before its next messages are backed off
 _ROUTE_WORKERS = max(1, FETCH_WORKERS // 2)  # fetches of one route at a time: the others keep a worker
 _Job = tuple[ReferencePlan, Inbound, str, dict[str, str]]
 _TICK_S = 0.05
@@ -59,10 +58,10 @@ NOT_IMAGE_TOPICS_BYTES = 4 * 2**20  # the topics known not to be companion image
 
 
 class ImageReferences:
-    """The stage between MQTT and the receiver for routes with url/file/companion images.
+    """The stage in the processor for routes with url/file/companion images.
 
-    `offer` is called by paho; `run_timer` (companion windows) and `run_fetcher` (one per worker) are thread
-    bodies the service starts. `forward` hands a message to the receiver (it blocks while the receiver is full).
+    `offer` is called by the processor thread; `run_timer` (companion windows) and `run_fetcher` (one per worker)
+    are thread bodies the service starts. `forward` hands a message to the processor's commit (it never blocks).
     A message dropped here without being buffered (an image no detection claimed) is acked through itself.
     """
 
@@ -78,7 +77,7 @@ class ImageReferences:
         self.has_fetches = any(plan.kind != ReferenceKind.COMPANION for plan in self._plans.values())
         self._lock = threading.Lock()
         self._not_image_topics: ByteLRU[str, bool] = ByteLRU(
-            "image_topics", NOT_IMAGE_TOPICS_BYTES, lambda topic, _: text_bytes(topic), 10_000)  # paho thread only
+            "image_topics", NOT_IMAGE_TOPICS_BYTES, lambda topic, _: text_bytes(topic), 10_000)  # processor thread only
         self._jobs = threading.Condition()  # guards the three below
         self._waiting: dict[int, deque[_Job]] = {}  # route index -> its fetches waiting, oldest first
         self._busy: dict[int, int] = {}  # route index -> its fetches running
@@ -95,20 +94,20 @@ class ImageReferences:
 
     @property
     def parked(self) -> int:
-        """Messages held un-acked here: companion detections and images, and url/file messages being fetched."""
+        """Messages waiting here: companion detections and images, and url/file messages being fetched."""
         with self._lock:
             parked = sum(plan.join.parked for plan in self._companions if plan.join is not None)
         with self._jobs:
             return parked + sum(len(w) for w in self._waiting.values()) + sum(self._busy.values())
 
-    # --- the MQTT thread ------------------------------------------------------------------------------------------
+    # --- the processor thread ---------------------------------------------------------------------------------------
 
     def offer(self, message: Inbound) -> None:
-        """Take one message from paho: park it, queue its fetch, or pass it on. Never raises."""
+        """Take one message from the processor: park it, queue its fetch, or pass it on. Never raises."""
         try:
             if not self._dispatch(message):
                 self._forward(message)
-        except Exception:  # a paho callback: log, count, and let ingest deal with the message as it is
+        except Exception:  # the processor's hand-off: log, count, and let ingest deal with the message as it is
             log.exception("image reference stage failed; passing the message on without it")
             self._stats.add("intake_errors")
             self._forward(message)
@@ -220,7 +219,7 @@ class ImageReferences:
         self._hand_on(plan, outcome)
 
     def _hand_on(self, plan: ReferencePlan, outcome: JoinOutcome[Inbound]) -> None:
-        """Forward what a join step released (outside the lock: forwarding may wait for the intake)."""
+        """Forward what a join step released (outside the lock)."""
         for detection, image in outcome.paired:
             self._stats.add("companion_images_paired", label=plan.label)
             self._forward(detection.with_image(Attachment(ReferenceKind.COMPANION, image.payload), (image,)))
@@ -236,6 +235,8 @@ class ImageReferences:
         for image in outcome.dropped:
             self._stats.add("companion_images_dropped", label=plan.label)
             image.ack()  # deliberately not buffered: no detection claimed it in time (README)
+        for message in outcome.superseded:
+            message.ack()  # a redelivered copy took its place: its raw entry is done, nothing to buffer
 
     # --- threads --------------------------------------------------------------------------------------------------
 
@@ -255,10 +256,11 @@ class ImageReferences:
                 for plan, outcome in released:
                     self._hand_on(plan, outcome)
                 self._stats.set("images_parked", self.parked)
-            except Exception:  # a thread loop: log, count, go on (parked messages stay un-acked, never lost)
+            except Exception:  # a thread loop: log, count, go on (parked messages stay in the raw log, never lost)
                 log.exception("image reference timer error")
                 self._stats.add("intake_errors")
-        log.info("image reference timer stopped parked=%d (un-acked: the broker redelivers them)", self.parked)
+        log.info("image reference timer stopped parked=%d (in the raw log: processed again after a restart)",
+                 self.parked)
 
     def run_fetcher(self) -> None:
         """Fetch or read queued url/file references and pass the messages on, until stopped. Thread body."""
@@ -274,7 +276,7 @@ class ImageReferences:
             plan, message, topic, captures = job
             try:
                 self._forward(message.with_image(plan.resolve(message.payload, topic, captures)))
-            except Exception:  # a thread loop: the message stays un-acked and comes back after a restart
+            except Exception:  # a thread loop: the message stays in the raw log and comes back after a restart
                 log.exception("image fetch worker error route=%s", plan.label)
                 self._stats.add("intake_errors")
             finally:

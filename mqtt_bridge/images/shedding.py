@@ -1,11 +1,12 @@
 """Shedding images under buffer pressure: over the high-water mark, images go first; events are never dropped.
 
-Owns: the `buffer.on_full` / `routes[].image.on_buffer_full` policy. With `drop_images`, a group of records that
-arrives while the buffer is over `buffer.max_bytes` is committed (and acked) without its images: each event loses
-its `images` and says so in `customMetadata.imageDropped = "buffer_full"`, with its boxes summarised as for events
-without images (`detections`, `classes`), and `images_shed_total` counts it. The hard stop stays: with less than
-`buffer.min_free_bytes` free on the disk, or a record of a route that keeps `stop_acking` in the group, the intake
-holds the group un-acked as before. Pure apart from one `statvfs` per group while over the mark.
+Owns: the `buffer.on_full` / `routes[].image.on_buffer_full` policy. With `drop_images`, records the processor
+commits while the buffer is over `buffer.max_bytes` go without their images: each event loses its `images` and says
+so in `customMetadata.imageDropped = "buffer_full"`, with its boxes summarised as for events without images
+(`detections`, `classes`), and `images_shed_total` counts it. The receiver goes on logging and acking raw messages
+over the mark only when every route sheds (`may_exceed_high_water`): it does not route messages, so with any route
+that keeps `stop_acking` it holds the acks (issue 14). The hard stop stays: with less than `buffer.min_free_bytes`
+free on the disk, nothing more is acked. Pure apart from one `statvfs` per group while over the mark.
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ class ImageShedder:
     def is_needed(config: BridgeConfig) -> bool:
         """Whether any route drops images under pressure (else the intake keeps today's behaviour only)."""
         return "drop_images" in _routes_policy(config).values()
+
+    def may_exceed_high_water(self) -> bool:
+        """For the receiver over the mark: True when every route drops images first and the disk keeps its
+        reserve, so the raw messages may still be logged and acked (the processor sheds their images)."""
+        if any(self._policy.get(label, self._default) != "drop_images" for label in self._policy):
+            return False
+        try:
+            return shutil.disk_usage(self._path).free >= self._min_free_bytes
+        except OSError:
+            return False
 
     def __call__(self, records: list[Record]) -> list[Record] | None:
         """The group with its images dropped, or None when it must wait un-acked (see the module docstring)."""

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
+import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
@@ -338,9 +339,21 @@ class MqttSubscriber:
             generation = self._generation
             self._on_message_cb(Inbound(topic=raw_topic, payload=bytes(message.payload), mid=message.mid,
                                         qos=message.qos, generation=generation, retain=bool(message.retain),
-                                        received_at_s=time.time(),
+                                        received_at_s=time.time(), properties=_kept_properties(message),
                                         acker=partial(self._ack_packet, message.mid, message.qos, generation)))
         except Exception as exc:
             log.exception("mqtt on_message failed mid=%s", message.mid)
             self._on_fatal(f"on_message failed: {exc!r}")
 
+
+def _kept_properties(message: paho.MQTTMessage) -> bytes:
+    """The MQTT 5 properties of a message that the raw log keeps (JSON), b"" when it has none of them."""
+    props = message.properties
+    if props is None:
+        return b""
+    kept: dict[str, object] = {}
+    for name in ("ContentType", "PayloadFormatIndicator", "UserProperty"):
+        value = getattr(props, name, None)
+        if value is not None:
+            kept[name] = value
+    return orjson.dumps(kept) if kept else b""

@@ -53,7 +53,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "receipts_published": ("", "Delivery receipts handed to the MQTT client (QoS 1)."),
     "receipts_lost": ("reason", "Delivery receipts that were not published, by reason."),
     "flusher_errors": ("", "Unexpected errors in the flusher loop (it retried)."),
-    "intake_errors": ("", "Unexpected errors in the intake loop (it retried)."),
+    "messages_logged": ("", "MQTT messages committed to the raw log and acked to the broker."),
+    "intake_errors": ("", "Unexpected errors in the receiver, processor or image stage loops (they retried)."),
     "buffer_commit_errors": ("", "Failed buffer commits (retried; nothing was acked)."),
     "image_references_resolved": ("route", "Images fetched from a URL or read from a file before buffering, by "
                                            "route."),
@@ -76,8 +77,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
 # Stats gauge name -> (exported name, help).
 GAUGES: dict[str, tuple[str, str]] = {
     "backpressure": ("backpressure", "1 while the buffer is over its high-water mark and acks are held back."),
-    "images_parked": ("images_parked", "Messages held un-acked while their image is fetched or awaited on a "
-                                       "companion topic."),
+    "images_parked": ("images_parked", "Messages waiting in the processor while their image is fetched or "
+                                       "awaited on a companion topic (acked, kept in the raw log)."),
     "last_delivery_time_seconds": ("last_delivery_timestamp_seconds",
                                    "Unix time of the last successful delivery (0 before the first)."),
 }
@@ -109,10 +110,13 @@ class StateGauges(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BufferGauges:
-    """Buffer facts read at scrape time: bytes on disk and the age of the oldest undelivered event."""
+    """Buffer facts read at scrape time: bytes on disk, the age of the oldest undelivered event, and the raw log's
+    depth and oldest unprocessed message (design §3: raw messages wait there between the ack and the processor)."""
 
     bytes: int
     oldest_age_s: float
+    raw_depth: int = 0
+    raw_oldest_age_s: float = 0.0
 
 
 class _BridgeCollector(Collector):
@@ -168,6 +172,10 @@ class _BridgeCollector(Collector):
             ("buffer_bytes", buffer.bytes, "Bytes the disk buffer uses."),
             ("oldest_undelivered_age_seconds", buffer.oldest_age_s,
              "Age of the oldest event waiting for delivery (0 when the buffer is empty)."),
+            ("raw_log_depth", buffer.raw_depth, "Raw MQTT messages acked and logged but not yet processed into "
+             "events (waiting for the processor, or for a companion image or fetch)."),
+            ("raw_log_oldest_age_seconds", buffer.raw_oldest_age_s,
+             "Age of the oldest raw message not yet processed (0 when the raw log is empty)."),
             ("dead_letters_stored", state.dead_letters, "Dead letters kept in the buffer."),
             ("mqtt_connected", int(state.mqtt_connected), "1 while connected to the MQTT broker."),
             ("api_ready", int(state.api_ready), "0 while the API refuses the key (401/403)."),

@@ -80,6 +80,12 @@ class BufferView(Protocol):
     @property
     def oldest_age_s(self) -> float: ...
 
+    @property
+    def raw_depth(self) -> int: ...
+
+    @property
+    def raw_oldest_age_s(self) -> float: ...
+
 
 class StatusReport:
     """Builds the status document; keeps a minute of counter samples to compute rates."""
@@ -144,7 +150,8 @@ class StatusReport:
                       "lastError": redact(state.last_error[:500]), "mqttProblem": state.mqtt_problem[:500],
                       "mqttProtocol": state.mqtt_protocol, "notReadyReason": redact(state.not_ready_reason[:1000])},
             "buffer": {"depth": state.buffer_depth, "bytes": buffer.bytes,
-                       "oldestAgeS": round(buffer.oldest_age_s, 3), "deadLetters": state.dead_letters},
+                       "oldestAgeS": round(buffer.oldest_age_s, 3), "deadLetters": state.dead_letters,
+                       "rawDepth": buffer.raw_depth, "rawOldestAgeS": round(buffer.raw_oldest_age_s, 3)},
             "totals": {"received": sum(received.values()), "buffered": counters.get(("events_buffered", ""), 0),
                        "delivered": delivered, "deliveredPerS": round(rates.get("delivered", 0.0), 3),
                        "deadLettered": sum(v for v in dead_by_reason.values() if isinstance(v, int)),
@@ -242,7 +249,8 @@ function render(s) {
     (st.lastError ? `<tr><th>Last error</th><td class="err">${esc(st.lastError)}</td></tr>` : "");
   const b = s.buffer;
   $("buffer").innerHTML = kpi("waiting", b.depth, "depth") + kpi("oldest", age(b.oldestAgeS), "oldest") +
-    kpi("on disk", bytes(b.bytes)) + kpi("dead letters", b.deadLetters, "deadcount");
+    kpi("on disk", bytes(b.bytes)) + kpi("dead letters", b.deadLetters, "deadcount") +
+    kpi("raw, unprocessed", b.rawDepth, "rawdepth") + kpi("oldest raw", age(b.rawOldestAgeS), "rawoldest");
   const t = s.totals;
   $("totals").innerHTML = kpi("received", t.received, "received") + kpi("delivered", t.delivered, "delivered") +
     kpi("delivered/s", t.deliveredPerS.toFixed(1)) + kpi("dead-lettered", t.deadLettered) +

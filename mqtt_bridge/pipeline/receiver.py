@@ -1,36 +1,26 @@
-"""The receiver thread (the durable ack path): received messages → ingest → one durable commit per group → acks in
-arrival order.
+"""The receiver thread (the durable ack path): received messages → the raw log, one durable commit per group → acks
+in arrival order. Nothing else happens before the ack (design §3).
 
 Owns: group commit (everything received while the previous commit was being fsynced goes into the next one, so
-one fsync covers many messages), the ack-after-commit rule, and backpressure: above the buffer's high-water mark
-it stops committing and acking, so the broker holds the rest (design §3), unless every record of the group
-belongs to a route that sheds images first (`shedding`). A commit that fails is retried; its messages are never
-acked before it succeeds. No exception escapes the loop. Each message is acked through itself (`Inbound.ack`, which
-also acks the companion image messages paired to it); a message that waited for its image (`images.references`:
-URL, file or companion topic) carries it as `Inbound.attachment` for ingest. After the acks, the group's outcome goes
-to the `OutcomeHook` (trace, receipts). A record identical to one this process already committed (a message the
-broker sent again after a reconnect, its first copy committed but its ack lost) is not committed twice: the message
-is only acked (`_RecentCommits`).
+one fsync covers many messages), the ack-after-commit rule, and backpressure: above the high-water mark (the raw
+log and the event buffer share one database, so the mark covers both) it stops committing and acking, so the broker
+holds the rest, unless every route sheds images first (`images.shedding`: the processor then buffers their events
+without images). A commit that fails is retried; its messages are never acked before it succeeds, and never
+dropped. No exception escapes the loop. Routing, decoding, images and rules are the processor's
+(`pipeline.processor`), after the ack.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 
-import orjson
-
 from mqtt_bridge.model.inbound import Inbound
-from mqtt_bridge.model.record import DeadLetter, Record
-from mqtt_bridge.observe.hooks import OutcomeHook
 from mqtt_bridge.observe.stats import Stats
-from mqtt_bridge.storage.buffer import DiskBuffer
-from mqtt_bridge.transform.ingest import Ingestor
+from mqtt_bridge.storage.raw_log import RawLog, RawMessage
 
 __all__ = ["Receiver"]
 
@@ -42,81 +32,34 @@ _MAX_QUEUED_BYTES = 32 * 2**20
 _RETRY_S = 1.0
 _HIGH_WATER_CHECK_S = 0.2
 _GATHER_S = 0.02
-# How many committed records `_RecentCommits` remembers (about 100 bytes each). A broker resends at most its in-flight
-# window after a reconnect, but Mosquitto before 2.0.13 lets that window grow past Receive Maximum while it drains a
-# backlog (eclipse/mosquitto#2301, fixed by 330bf6ef): measured up to 1262 un-acked with Receive Maximum 100.
-_RECENT_COMMITS = 20_000
-
-
-class _RecentCommits:
-    """The digests of the last `capacity` records this process committed, to recognise a redelivered message.
-
-    A digest covers the route, the event and the image bytes: the eventId is derived from the message, so a message
-    the broker sends again yields the same digest, and committing it again would only make the flusher overwrite
-    the event with identical content. A record that differs in anything (a later version under its own id, an image
-    the first copy had to shed) is committed as usual. Memory only: after a restart every redelivery is committed
-    (and the API overwrites it).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._digests: dict[bytes, None] = {}  # insertion-ordered: the oldest is evicted first
-
-    @staticmethod
-    def digest(record: Record) -> bytes:
-        """What identifies the record's delivery: route, event (sorted keys) and image."""
-        parts = (record.route.encode(), orjson.dumps(record.event, option=orjson.OPT_SORT_KEYS),
-                 record.image_name.encode(), record.image)
-        return hashlib.sha1(b"\0".join(parts), usedforsecurity=False).digest()
-
-    def fresh(self, records: list[Record]) -> tuple[list[Record], list[bytes]]:
-        """The records not committed before (nor twice in this list), with their digests for `remember`."""
-        kept: list[Record] = []
-        digests: list[bytes] = []
-        seen: set[bytes] = set()
-        for record in records:
-            digest = self.digest(record)
-            if digest in self._digests or digest in seen:
-                continue
-            seen.add(digest)
-            kept.append(record)
-            digests.append(digest)
-        return kept, digests
-
-    def remember(self, digests: list[bytes]) -> None:
-        """Call after the durable commit of the records `fresh` returned."""
-        for digest in digests:
-            self._digests[digest] = None
-        while len(self._digests) > self._capacity:
-            del self._digests[next(iter(self._digests))]
 
 
 class Receiver:
-    """Hands messages from the MQTT thread to the buffer. `offer` is called by paho; `run` is the thread body."""
+    """Hands messages from the MQTT thread to the raw log. `offer` is called by paho; `run` is the thread body.
 
-    def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, stats: Stats,
-                 stop: threading.Event, wake_flusher: threading.Event, max_pending: int,
-                 hooks: OutcomeHook | None = None,
-                 shed_images: Callable[[list[Record]], list[Record] | None] | None = None) -> None:
-        self._ingestor = ingestor
-        self._shed_images = shed_images  # over the high-water mark: the group without images, or None to wait
-        # status-page trace and receipts: one call per committed group, after the acks
-        self._hooks = hooks if hooks is not None else OutcomeHook()
-        self._buffer = buffer
+    `is_over_high_water` is the buffer's answer; `may_exceed_high_water` says whether to go on anyway (every route
+    sheds images, and the disk still has its reserve); `on_logged` is called after each commit (wakes the
+    processor).
+    """
+
+    def __init__(self, raw_log: RawLog, is_over_high_water: Callable[[], bool], stats: Stats,
+                 stop: threading.Event, on_logged: Callable[[], None], max_pending: int,
+                 may_exceed_high_water: Callable[[], bool] | None = None) -> None:
+        self._raw_log = raw_log
+        self._is_over = is_over_high_water
+        self._may_exceed = may_exceed_high_water
         self._stats = stats
         self._stop = stop
-        self._wake_flusher = wake_flusher
+        self._on_logged = on_logged
         self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
         self._space = threading.Condition()
         self._queued_bytes = 0
         self.is_backpressured = False
-        self.is_shedding_images = False
         self.is_writable = True
         self._next_high_water_check = 0.0
-        self._recent = _RecentCommits(_RECENT_COMMITS)
 
     def offer(self, message: Inbound) -> None:
-        """Queue a message for the intake thread; blocks (backpressure on the socket) while the queue is full,
+        """Queue a message for the receiver thread; blocks (backpressure on the socket) while the queue is full,
         in messages or in bytes: big images wait at the broker, not in this process's memory."""
         size = len(message.payload)
         with self._space:
@@ -129,6 +72,7 @@ class Receiver:
                 return
             except queue.Full:
                 continue
+        self._release([message])  # stopping: not queued, not acked (the broker sends it again)
 
     def _release(self, group: list[Inbound]) -> None:
         """The group is committed (or given up): its bytes no longer count against the queue."""
@@ -138,7 +82,7 @@ class Receiver:
 
     def run(self) -> None:
         """Commit and ack groups of messages until stopped; then commit what is already queued."""
-        log.info("intake started")
+        log.info("receiver started")
         while True:
             try:
                 group = self._take_group()
@@ -150,12 +94,12 @@ class Receiver:
                     self._commit_until_done(group)
                 finally:
                     self._release(group)
-            except Exception:
-                log.exception("intake loop error")
+            except Exception:  # a thread loop: log, count, go on
+                log.exception("receiver loop error")
                 self._stats.add("intake_errors")
                 if self._stop.wait(_RETRY_S):
                     break
-        log.info("intake stopped")
+        log.info("receiver stopped")
 
     def _commit_until_done(self, group: list[Inbound]) -> None:
         """Commit and ack the group, retrying the same group after an unexpected error: dropping it would leave
@@ -165,8 +109,8 @@ class Receiver:
             try:
                 self._commit_and_ack(group)
                 return
-            except Exception:
-                log.exception("intake failed on a group of %d messages; retrying it (none of it is acked)",
+            except Exception:  # retried below; nothing of the group is acked
+                log.exception("receiver failed on a group of %d messages; retrying it (none of it is acked)",
                               len(group))
                 self._stats.add("intake_errors")
                 if self._stop.wait(_RETRY_S):
@@ -199,82 +143,49 @@ class Receiver:
         return group
 
     def _commit_and_ack(self, group: list[Inbound]) -> None:
-        records: list[Record] = []
-        dead: list[DeadLetter] = []
-        received: Counter[str] = Counter()
-        for message in group:
-            result = self._ingestor.process(message.topic, message.payload, message.received_at_s,
-                                            message.attachment)
-            received[result.route or "(none)"] += 1
-            if result.dropped_boxes:
-                self._stats.add("boxes_dropped", result.dropped_boxes, label=result.route)
-            if result.timestamps_replaced:
-                self._stats.add("timestamps_replaced", result.timestamps_replaced, label=result.route)
-            if result.keys_dropped:
-                self._stats.add("metadata_keys_dropped", result.keys_dropped, label=result.route)
-            if result.dead_letter is not None:
-                dead.append(result.dead_letter)
-                log.error("message dead-lettered reason=%s topic=%s route=%s bytes=%d detail=%r",
-                          result.dead_letter.reason, result.dead_letter.topic[:200], result.route,
-                          len(message.payload), result.dead_letter.detail[:300])
-            elif not result.records:
-                self._stats.add("messages_without_event", label=result.route)
-            records.extend(result.records)
-        for route, count in received.items():
-            self._stats.add("messages_received", count, label=route)
-        records = self._wait_below_high_water(records)
-        ingested = len(records)
-        records, digests = self._recent.fresh(records)  # after shedding: compare what would be committed
-        if ingested > len(records):
-            self._stats.add("redeliveries_recognised", ingested - len(records))
+        if not self._wait_below_high_water():
+            return  # stopping while over the mark: not acked, the broker sends them again
+        messages = [RawMessage(m.topic, m.payload, m.qos, m.retain, m.received_at_s, m.properties) for m in group]
         while True:
             try:
-                self._buffer.append(records, dead)
+                self._raw_log.append(messages)
                 self.is_writable = True
                 break
-            except Exception:
+            except Exception:  # retried: nothing is acked before the commit
                 self.is_writable = False
-                log.exception("buffer commit failed messages=%d; retrying, nothing is acked", len(group))
+                log.exception("raw log commit failed messages=%d; retrying, nothing is acked", len(group))
                 self._stats.add("buffer_commit_errors")
                 if self._stop.wait(_RETRY_S):
                     return  # not acked: the broker redelivers after restart
-        self._recent.remember(digests)
-        for letter in dead:
-            self._stats.add("dead_letters", label=letter.reason)
-        self._stats.add("events_buffered", len(records))
-        if records:
-            self._wake_flusher.set()
+        self._stats.add("messages_logged", len(group))
+        self._on_logged()
         for message in group:
             message.ack()
-        self._hooks.on_committed(records, dead)
 
     def _is_over_high_water(self) -> bool:
         """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a
         statvfs and a SQLite page count; a group or two more is far below any sensible reserve)."""
         now = time.monotonic()
-        if not self.is_backpressured and not self.is_shedding_images and now < self._next_high_water_check:
+        if not self.is_backpressured and now < self._next_high_water_check:
             return False
         self._next_high_water_check = now + _HIGH_WATER_CHECK_S
-        return self._buffer.is_over_high_water()
+        return self._is_over()
 
-    def _wait_below_high_water(self, records: list[Record]) -> list[Record]:
-        """Hold the group (un-acked) while the buffer is over its high-water mark, unless its images can go."""
+    def _wait_below_high_water(self) -> bool:
+        """Hold the group (un-acked) while over the high-water mark, unless shedding images lets it go on.
+        False when the bridge stops first."""
         while self._is_over_high_water():
-            if self._shed_images is not None:
-                shed = self._shed_images(records)
-                if shed is not None:
-                    self.is_shedding_images = True  # re-checked every group until below the mark
-                    return shed
+            if self._may_exceed is not None and self._may_exceed():
+                break
             if not self.is_backpressured:
-                log.warning("buffer over its high-water mark depth=%d bytes=%d; no more acks until it drains",
-                            self._buffer.depth, self._buffer.volume_bytes())
+                log.warning("buffer over its high-water mark raw_depth=%d; no more acks until it drains",
+                            self._raw_log.depth)
             self.is_backpressured = True
             self._stats.set("backpressure", 1)
             if self._stop.wait(0.5):
-                return records
-        self.is_shedding_images = False
+                return False
         if self.is_backpressured:
             log.info("buffer below its high-water mark again; acking resumes")
         self.is_backpressured = False
         self._stats.set("backpressure", 0)
-        return records
+        return True

@@ -8,10 +8,11 @@ interface of the subsystem; it opens the database through `storage.disk` (instan
 bytes-only values, the durable settings) and keeps dead letters in `storage.dead_letters`.
 
 Layout: one SQLite database, so that finishing a batch (delete what was delivered, add what was dead-lettered)
-is one transaction. The queue is a sequence of *segments* (format in `storage.segments`): each group commit writes
-the records it received as one value (length-prefixed records), under the integer key `seq << 16 | record count`,
-so keys sort in arrival order, before every string key, and the depth can be counted from the keys alone. The
-`head` key says how many records of the first segment are already done. Dead letters have `dlq-<n>` keys; the
+is one transaction, and so is the processor's commit (insert the events, delete the raw entries of `raw_log`).
+The queue is a sequence of *segments* (format in `storage.segments`): each group commit writes the records it
+received as one value (length-prefixed records), under the integer key `seq << 16 | record count`, so keys sort in
+arrival order, before every string key, and the depth can be counted from the keys alone. The `head` key says
+how many records of the first segment are already done. Dead letters have `dlq-<n>` keys; the
 sourceIds of uploaded images are remembered under `img:<sha256>`. Compared with one row per record this writes,
 reads and deletes about a hundred times fewer SQLite rows, which is what made the durable path as fast as the
 naive batcher (issue 7, `mqtt-bridge bench`).
@@ -34,6 +35,7 @@ from mqtt_bridge.errors import BufferCorrupt, DeadLetterReason, StorageError
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.storage.dead_letters import DeadLetters
 from mqtt_bridge.storage.disk import lock_directory, open_database, unlock_directory
+from mqtt_bridge.storage.raw_log import RawLog
 from mqtt_bridge.storage.segments import COUNT_BITS, frame, group, key_count, record_at, split, split_records
 
 __all__ = ["DiskBuffer"]
@@ -48,7 +50,8 @@ class DiskBuffer:
     """A durable FIFO of `Record`s plus dead letters and an upload cache, in one directory.
 
     Thread safety: diskcache gives each thread its own SQLite connection; writers serialise on SQLite's lock.
-    One ingest thread appends; one flusher thread peeks and completes.
+    The receiver thread appends to the raw log (`raw`), the processor thread appends records, one flusher thread
+    peeks and completes.
     """
 
     def __init__(self, path: Path, max_bytes: int, min_free_bytes: int) -> None:
@@ -60,6 +63,7 @@ class DiskBuffer:
         self._count_lock = threading.Lock()
         self._depth = 0
         self._letters = DeadLetters(lambda: self._db)
+        self.raw = RawLog(lambda: self._db, self._letters)  # the raw messages, in the same database (design §3)
         self._next_seq = 0
         self._head_key: int | None = None  # segment the `head` index refers to
         self._head_index = 0  # records of that segment already done
@@ -130,22 +134,29 @@ class DiskBuffer:
                 self._head_key, self._head_index = first, int(index_text)
         self._depth = depth - self._head_index
         self._letters.load()
+        self.raw.load()
 
     # --- ingest side ------------------------------------------------------------------------------------------
 
-    def append(self, records: list[Record], dead_letters: list[DeadLetter]) -> None:
-        """Commit records and dead letters durably in one transaction (one fsync for the whole group)."""
-        if not records and not dead_letters:
+    def append(self, records: list[Record], dead_letters: list[DeadLetter], *, finish_raw: bool = False) -> None:
+        """Commit records and dead letters in one transaction (one fsync for the whole group on a FULL-sync
+        connection). With `finish_raw`, the same transaction deletes the raw entries marked finished (the
+        processor's commit: what they became and their removal from the raw log commit together)."""
+        if not records and not dead_letters and not (finish_raw and self.raw.has_finished):
             return
         segments = group(records)
         db = self._db
+        finished: dict[int, frozenset[int]] = {}
         with db.transact(retry=True):
             seq = self._next_seq
             for count, segment in segments:
                 db.set((seq << COUNT_BITS) | count, segment, retry=True)
                 seq += 1
             self._letters.write(dead_letters)
+            if finish_raw:
+                finished = self.raw.write_finished()
         self._next_seq = seq
+        self.raw.committed(finished)
         with self._count_lock:
             self._depth += len(records)
         self._letters.added(len(dead_letters))
@@ -227,9 +238,10 @@ class DiskBuffer:
 
         For the flusher: its commits only *remove* delivered records (and add the dead letters found among them).
         After a power loss such a commit may roll back; the records then come back and are sent again, which the
-        API's upsert by eventId absorbs. The intake's commits, which hold data the broker no longer has, keep
-        `synchronous=FULL` (every other connection reads FULL from the settings table). A process crash loses
-        nothing either way: WAL commits survive it whatever the sync mode (reliability.md §2.2).
+        API's upsert by eventId absorbs. Also for the processor: a lost commit of its leaves the raw entries in the
+        raw log, and they are processed again (same eventIds). The receiver's raw log commits, which hold data the
+        broker no longer has, keep `synchronous=FULL` (every other connection reads FULL from the settings table).
+        A process crash loses nothing either way: WAL commits survive it whatever the sync mode (reliability.md §2.2).
         """
         self._db.reset("sqlite_synchronous", 1, update=False)
 

@@ -68,12 +68,13 @@ def test_companion_parked_image_bytes_are_bounded() -> None:
 
 
 def test_companion_redelivered_copy_replaces_the_old_one() -> None:
-    """A copy resent on a new connection takes the old one's place (the old one could not be acked any more)."""
+    """A copy resent by the broker (another raw log entry) takes the old one's place; the old one is handed back as
+    superseded, to be finished without an event."""
     join: CompanionJoin[Msg] = CompanionJoin(
         window_s=5, max_parked=10,
         supersedes=lambda new, old: new.name == old.name and new.generation != old.generation)
     join.add_detection(Msg("d", generation=1), "k", now=0)
-    join.add_detection(Msg("d", generation=2), "k", now=1)
-    assert join.parked == 1
+    outcome = join.add_detection(Msg("d", generation=2), "k", now=1)
+    assert join.parked == 1 and outcome.superseded == [Msg("d", 1)] and not outcome.paired
     assert join.add_image(Msg("i", generation=2), "k", now=2).paired == [(Msg("d", 2), Msg("i", 2))]
     assert not join.expire(now=100)

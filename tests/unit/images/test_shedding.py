@@ -16,6 +16,7 @@ from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.model.inbound import Inbound
 from mqtt_bridge.model.record import Record
 from mqtt_bridge.observe.stats import Stats
+from mqtt_bridge.pipeline.processor import Processor
 from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
@@ -64,9 +65,20 @@ def test_shedding_route_choice_and_disk_reserve_stop_acking(tmp_path: Path) -> N
     assert not ImageShedder.is_needed(_config(tmp_path, on_full="stop_acking"))
 
 
+def test_shedding_may_exceed_high_water_only_when_every_route_sheds(tmp_path: Path) -> None:
+    """The receiver may go on over the mark only when every route drops images and the disk keeps its reserve."""
+    config = _config(tmp_path)
+    assert ImageShedder(config, Stats()).may_exceed_high_water()
+    mixed = _config(tmp_path, on_full="stop_acking", on_buffer_full="drop_images")
+    assert not ImageShedder(mixed, Stats()).may_exceed_high_water()
+    full_disk = config.model_copy(update={"buffer": config.buffer.model_copy(update={"min_free_bytes": 2**62})})
+    assert not ImageShedder(full_disk, Stats()).may_exceed_high_water()
+
+
 @pytest.mark.parametrize("on_full", ["drop_images", "stop_acking"])
-def test_shedding_intake_over_high_water(tmp_path: Path, on_full: str) -> None:
-    """Over the mark the intake commits and acks events without images (drop_images), or acks nothing."""
+def test_shedding_over_high_water_through_receiver_and_processor(tmp_path: Path, on_full: str) -> None:
+    """Over the mark the receiver logs and acks and the processor buffers events without images (drop_images), or
+    the receiver acks nothing (stop_acking)."""
     config = _config(tmp_path, on_full=on_full)
     stats, stop = Stats(), threading.Event()
     acked: list[int] = []
@@ -78,24 +90,29 @@ def test_shedding_intake_over_high_water(tmp_path: Path, on_full: str) -> None:
         return ack
 
     with DiskBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.min_free_bytes) as buffer:
-        intake = Receiver(Ingestor(Router(list(config.routes)), 2**20), buffer, stats, stop, threading.Event(),
-                        max_pending=100, shed_images=ImageShedder(config, stats) if ImageShedder.is_needed(config)
-                        else None)
-        thread = threading.Thread(target=intake.run, name="t-intake")
-        thread.start()
+        shedder = ImageShedder(config, stats) if ImageShedder.is_needed(config) else None
+        processor = Processor(Ingestor(Router(list(config.routes)), 2**20), buffer, stats, stop, threading.Event(),
+                              max_in_flight=100, max_in_flight_bytes=2**20, shed_images=shedder)
+        receiver = Receiver(buffer.raw, buffer.is_over_high_water, stats, stop, processor.wake, max_pending=100,
+                            may_exceed_high_water=shedder.may_exceed_high_water if shedder else None)
+        threads = [threading.Thread(target=receiver.run, name="t-receiver"),
+                   threading.Thread(target=processor.run, name="t-processor")]
+        for thread in threads:
+            thread.start()
         try:
             for seq in range(3):
-                intake.offer(Inbound(b"f/L1/cam1/detections", detection_message(seq, with_image=True), seq + 1, 1, 1,
-                                     time.time(), acker=acker(seq)))
+                receiver.offer(Inbound(b"f/L1/cam1/detections", detection_message(seq, with_image=True), seq + 1, 1,
+                                       1, time.time(), acker=acker(seq)))
             if on_full == "drop_images":
-                wait_until(lambda: len(acked) == 3, timeout_s=5, message="three acks")
+                wait_until(lambda: len(acked) == 3 and buffer.depth == 3, timeout_s=10, message="three events")
                 records = list(buffer.records())
                 assert [r.image for r in records] == [b"", b"", b""]
                 assert all(r.event["customMetadata"]["imageDropped"] == "buffer_full" for r in records)  # type: ignore[index,call-overload]
-                assert not intake.is_backpressured
+                assert not receiver.is_backpressured
             else:
-                wait_until(lambda: intake.is_backpressured, timeout_s=5, message="backpressure")
-                assert acked == [] and buffer.depth == 0
+                wait_until(lambda: receiver.is_backpressured, timeout_s=5, message="backpressure")
+                assert acked == [] and buffer.depth == 0 and buffer.raw.depth == 0
         finally:
             stop.set()
-            thread.join(5)
+            for thread in threads:
+                thread.join(5)

@@ -1,0 +1,360 @@
+"""The raw log: every MQTT message as the broker handed it over, durable before its ack (design §3).
+
+Owns: the raw entries inside the buffer's database (the same SQLite file, so that the processor's one transaction
+can insert the events and delete the raw entries they came from), their byte layout (`RawMessage`), what is
+finished, and the processor's cursor. Must not decode, route or look at payloads: it stores bytes.
+
+Layout: each receiver group commit writes its messages as one value, a segment of length-prefixed entries
+(`storage.segments.frame`), under the text key `raw:<seq, 16 digits>:<entry count>:<receive time, ms>`, so that the
+depth and the oldest entry's age are known from the keys alone, and string keys never mix with the event queue's
+integer keys. An entry is finished when the processor committed what it became (events, a dead letter, or nothing:
+an image no detection claimed); a segment whose entries are all finished is deleted, a segment only partly finished
+(a detection still waiting for its companion image) keeps `rawdone:<seq>`, one byte per entry (1 = finished). A
+lost processor transaction leaves its entries unfinished: they are processed again (deterministic eventIds make
+that idempotent). An unreadable segment or entry goes to the dead letters with its bytes. Old buffers without raw
+keys open as an empty log. Thread safety: one lock guards the in-memory state; the receiver thread appends, the
+processor thread takes and commits, any thread may `finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import diskcache
+
+from mqtt_bridge.errors import DeadLetterReason
+from mqtt_bridge.model.record import DeadLetter
+from mqtt_bridge.storage.dead_letters import DeadLetters
+from mqtt_bridge.storage.segments import frame, split
+
+__all__ = ["RawEntry", "RawLog", "RawMessage"]
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "raw:"
+_DONE_PREFIX = "rawdone:"
+_VERSION = 1
+# version, qos, flags (bit 0: retain), receive time (s), topic length, properties length
+_HEAD = struct.Struct(">BBBdHI")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One MQTT message as received: what the processor needs to redo everything after it from the log.
+
+    `properties` is the JSON text of the MQTT 5 properties that matter (content type, payload format indicator,
+    user properties), b"" when the message had none. The topic stays bytes: it may not be UTF-8.
+    """
+
+    topic: bytes
+    payload: bytes
+    qos: int
+    retain: bool
+    received_at_s: float
+    properties: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        """The entry's bytes: a fixed header, the topic, the properties, then the payload as it came."""
+        head = _HEAD.pack(_VERSION, self.qos, int(self.retain), self.received_at_s, len(self.topic),
+                          len(self.properties))
+        return b"".join((head, self.topic, self.properties, self.payload))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RawMessage:
+        """Inverse of `to_bytes`. Raises ValueError on bytes that are not an entry."""
+        if len(data) < _HEAD.size:
+            raise ValueError("raw entry too short")
+        version, qos, flags, received_at_s, topic_len, props_len = _HEAD.unpack_from(data)
+        if version != _VERSION:
+            raise ValueError(f"unknown raw entry version {version}")
+        start = _HEAD.size
+        if start + topic_len + props_len > len(data):
+            raise ValueError("truncated raw entry")
+        topic = data[start:start + topic_len]
+        properties = data[start + topic_len:start + topic_len + props_len]
+        return cls(topic, data[start + topic_len + props_len:], qos, bool(flags & 1), received_at_s, properties)
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """One unfinished entry handed to the processor: its place in the log and its message."""
+
+    seq: int
+    index: int
+    message: RawMessage
+
+
+@dataclass(slots=True)
+class _Segment:
+    key: str
+    count: int
+    received_at_s: float
+    done: bytearray  # committed as finished
+    has_progress: bool = False  # a `rawdone:` key exists for it
+    marked: set[int] = field(default_factory=set)  # finished, not yet committed
+    sizes: list[int] | None = None  # payload sizes once taken (in-flight accounting)
+
+
+def _key(seq: int, count: int, received_at_s: float) -> str:
+    return f"{_PREFIX}{seq:016d}:{count}:{int(received_at_s * 1000)}"
+
+
+def _done_key(seq: int) -> str:
+    return f"{_DONE_PREFIX}{seq:016d}"
+
+
+class RawLog:
+    """The durable log of raw messages of one open buffer. `db` returns the open database (raises when closed)."""
+
+    def __init__(self, db: Callable[[], diskcache.Cache], letters: DeadLetters) -> None:
+        self._db = db
+        self._letters = letters
+        self._lock = threading.Lock()
+        self._segments: dict[int, _Segment] = {}  # seq -> segment, ascending
+        self._untaken: deque[int] = deque()  # the processor's cursor: segments it has not read yet
+        self._next_seq = 0
+        self._depth = 0
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the keys on open: every segment in the log is unprocessed (the processor starts from the first)."""
+        self._segments.clear()
+        self._untaken.clear()
+        self._depth = self._in_flight = self._in_flight_bytes = 0
+        self._next_seq = 0
+        db = self._db()
+        bad: list[str] = []
+        progress: dict[int, bytes] = {}
+        for key in db.iterkeys():
+            if not isinstance(key, str):
+                continue
+            if key.startswith(_DONE_PREFIX):
+                value = db.get(key, retry=True)
+                if isinstance(value, bytes) and key[len(_DONE_PREFIX):].isdigit():
+                    progress[int(key[len(_DONE_PREFIX):])] = value
+            elif key.startswith(_PREFIX):
+                try:
+                    seq_text, count_text, ms_text = key[len(_PREFIX):].split(":")
+                    seq, count, received = int(seq_text), int(count_text), int(ms_text) / 1000
+                except ValueError:
+                    bad.append(key)
+                    continue
+                self._segments[seq] = _Segment(key, count, received, bytearray(count))
+        for seq, value in progress.items():
+            segment = self._segments.get(seq)
+            if segment is not None and len(value) == segment.count:
+                segment.done[:] = bytes(1 if b else 0 for b in value)
+                segment.has_progress = True
+        self._segments = dict(sorted(self._segments.items()))
+        self._untaken.extend(self._segments)
+        self._depth = sum(s.count - sum(s.done) for s in self._segments.values())
+        self._next_seq = max(self._segments, default=-1) + 1
+        for key in bad:
+            self._quarantine_key(key, "a raw log key that could not be parsed")
+
+    # --- receiver side ----------------------------------------------------------------------------------------
+
+    def append(self, messages: list[RawMessage]) -> None:
+        """Commit `messages` as one segment, durably (one transaction, one fsync on a FULL-sync connection)."""
+        if not messages:
+            return
+        value = frame([message.to_bytes() for message in messages])
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+        key = _key(seq, len(messages), messages[0].received_at_s)
+        self._db().set(key, value, retry=True)
+        with self._lock:
+            self._segments[seq] = _Segment(key, len(messages), messages[0].received_at_s, bytearray(len(messages)))
+            self._untaken.append(seq)
+            self._depth += len(messages)
+
+    # --- processor side ---------------------------------------------------------------------------------------
+
+    def take(self) -> list[RawEntry]:
+        """The unfinished entries of the next segment the processor has not read ([] when there is none).
+
+        A segment or entry that cannot be read goes to the dead letters with its bytes (and is finished)."""
+        while True:
+            with self._lock:
+                if not self._untaken:
+                    return []
+                seq = self._untaken.popleft()
+                segment = self._segments.get(seq)
+            if segment is not None:
+                try:
+                    entries = self._read(seq, segment)
+                except BaseException:
+                    with self._lock:
+                        self._untaken.appendleft(seq)  # read again next time; the cursor must not skip it
+                    raise
+                if entries:
+                    return entries
+
+    def _read(self, seq: int, segment: _Segment) -> list[RawEntry]:
+        value = self._db().get(segment.key, retry=True)
+        try:
+            if not isinstance(value, bytes):
+                raise ValueError("the segment is missing")
+            raw = split(value)
+            if len(raw) != segment.count:
+                raise ValueError(f"segment holds {len(raw)} entries, its key says {segment.count}")
+        except (ValueError, struct.error) as exc:
+            log.error("unreadable raw log segment key=%s error=%s; moving it to the dead letters", segment.key, exc)
+            self._quarantine_key(segment.key, f"a raw log segment could not be read ({exc})",
+                                 value if isinstance(value, bytes) else b"")
+            return []
+        entries: list[RawEntry] = []
+        broken: list[tuple[int, bytes]] = []
+        for index, data in enumerate(raw):
+            if segment.done[index]:
+                continue
+            try:
+                entries.append(RawEntry(seq, index, RawMessage.from_bytes(data)))
+            except ValueError:
+                broken.append((index, data))
+        with self._lock:
+            segment.sizes = [0] * segment.count
+            for entry in entries:
+                segment.sizes[entry.index] = len(entry.message.payload)
+            self._in_flight += len(entries) + len(broken)  # the broken ones are finished below
+            self._in_flight_bytes += sum(segment.sizes)
+        if broken:
+            self._dead_letter_entries(seq, broken)
+        return entries
+
+    def finish(self, seq: int, index: int) -> bool:
+        """Mark one entry finished; it is deleted by the next `write_finished` transaction. Any thread."""
+        with self._lock:
+            segment = self._segments.get(seq)
+            if segment is None or segment.done[index] or index in segment.marked:
+                return False
+            segment.marked.add(index)
+            if segment.sizes is not None:
+                self._in_flight -= 1
+                self._in_flight_bytes -= segment.sizes[index]
+        return True
+
+    @property
+    def has_finished(self) -> bool:
+        """Whether entries are marked finished but not yet committed."""
+        with self._lock:
+            return any(segment.marked for segment in self._segments.values())
+
+    def write_finished(self) -> dict[int, frozenset[int]]:
+        """Inside the caller's transaction: delete the finished entries (a segment, or record its progress).
+
+        Returns what was written, for `committed` once that transaction succeeded."""
+        with self._lock:
+            snapshot = {seq: frozenset(s.marked) for seq, s in self._segments.items() if s.marked}
+            plans = [(seq, self._segments[seq], bytearray(self._segments[seq].done)) for seq in snapshot]
+        db = self._db()
+        for seq, segment, done in plans:
+            for index in snapshot[seq]:
+                done[index] = 1
+            if all(done):
+                db.delete(segment.key, retry=True)
+                if segment.has_progress:
+                    db.delete(_done_key(seq), retry=True)
+            else:
+                db.set(_done_key(seq), bytes(done), retry=True)
+        return snapshot
+
+    def committed(self, snapshot: dict[int, frozenset[int]]) -> None:
+        """The transaction that ran `write_finished` committed: forget those entries."""
+        with self._lock:
+            for seq, indexes in snapshot.items():
+                segment = self._segments.get(seq)
+                if segment is None:  # quarantined meanwhile
+                    continue
+                for index in indexes:
+                    segment.done[index] = 1
+                segment.marked -= indexes
+                self._depth -= len(indexes)
+                if all(segment.done):
+                    del self._segments[seq]
+                else:
+                    segment.has_progress = True
+
+    # --- inspection -------------------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Raw entries not yet finished (waiting for the processor, or in it)."""
+        return self._depth
+
+    @property
+    def untaken(self) -> int:
+        """Segments the processor has not read yet."""
+        return len(self._untaken)
+
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """Entries (and their payload bytes) the processor took and has not finished."""
+        with self._lock:
+            return self._in_flight, self._in_flight_bytes
+
+    def oldest_received_at_s(self) -> float | None:
+        """When the oldest segment still in the log was received (None when the log is empty)."""
+        with self._lock:
+            first = next(iter(self._segments.values()), None)
+            return first.received_at_s if first is not None else None
+
+    def messages(self) -> Iterator[RawMessage]:
+        """Every unfinished raw message, oldest first (for inspection; reads segment by segment)."""
+        with self._lock:
+            segments = [(s.key, bytes(s.done)) for s in self._segments.values()]
+        for key, done in segments:
+            value = self._db().get(key, retry=True)
+            if isinstance(value, bytes):
+                for index, data in enumerate(split(value)):
+                    if index >= len(done) or not done[index]:
+                        yield RawMessage.from_bytes(data)
+
+    # --- quarantine -------------------------------------------------------------------------------------------
+
+    def _dead_letter_entries(self, seq: int, broken: list[tuple[int, bytes]]) -> None:
+        """Dead-letter unreadable entries and finish them, in one transaction."""
+        now = time.time()
+        letters = [DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail="a raw log entry could not be read",
+                              topic="", route="", payload=data, received_at_s=0.0, dead_at_s=now)
+                   for _, data in broken]
+        for index, _ in broken:
+            self.finish(seq, index)
+        db = self._db()
+        with db.transact(retry=True):
+            self._letters.write(letters)
+            snapshot = self.write_finished()
+        self.committed(snapshot)
+        self._letters.added(len(letters))
+        log.error("unreadable raw log entries moved to the dead letters count=%d", len(letters))
+
+    def _quarantine_key(self, key: str, detail: str, value: bytes | None = None) -> None:
+        """Replace a whole raw segment (or a key that is not one) by a dead letter holding its bytes."""
+        db = self._db()
+        if value is None:
+            stored = db.get(key, retry=True)
+            value = stored if isinstance(stored, bytes) else b""
+        letter = DeadLetter(reason=DeadLetterReason.UNREADABLE_RECORD, detail=detail, topic="", route="",
+                            payload=value, received_at_s=0.0, dead_at_s=time.time())
+        with self._lock:
+            seqs = [seq for seq, segment in self._segments.items() if segment.key == key]
+        with db.transact(retry=True):
+            self._letters.write([letter])
+            db.delete(key, retry=True)
+            for seq in seqs:
+                db.delete(_done_key(seq), retry=True)
+        with self._lock:
+            for seq in seqs:
+                segment = self._segments.pop(seq)
+                self._depth -= segment.count - sum(segment.done)
+        self._letters.added(1)
