@@ -42,7 +42,7 @@ from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
 from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
-from mqtt_bridge.pipeline.processor import Processor
+from mqtt_bridge.pipeline.processor import Processor, in_flight_limits
 from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
@@ -165,13 +165,11 @@ class Service:
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
             ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
             shedder = ImageShedder(config, self.stats) if ImageShedder.is_needed(config) else None
-            companions = [r.image.companion for r in config.routes if r.image.companion is not None]
-            # what the processor holds in memory: a broker window's worth, plus what companion joins may park
-            self._processor = Processor(
-                ingestor, self._buffer, self.stats, self._processor_stop, self._wake,
-                max_in_flight=max(2 * config.mqtt.receive_maximum, 1000) + sum(c.max_parked for c in companions),
-                max_in_flight_bytes=_IN_FLIGHT_BYTES + _PARKED_BYTES * len(companions), hooks=hooks,
-                shed_images=shedder)
+            max_in_flight, max_in_flight_bytes = in_flight_limits(config.mqtt.receive_maximum, [
+                r.image.companion.max_parked for r in config.routes if r.image.companion is not None])
+            self._processor = Processor(ingestor, self._buffer, self.stats, self._processor_stop, self._wake,
+                                        max_in_flight=max_in_flight, max_in_flight_bytes=max_in_flight_bytes,
+                                        hooks=hooks, shed_images=shedder)
             self._receiver = Receiver(self._buffer.raw, self._buffer.is_over_high_water, self.stats,
                                       self.stop_event, self._processor.wake,
                                       max_pending=max(2 * config.mqtt.receive_maximum, 1000),
@@ -339,12 +337,8 @@ class Service:
         if self._subscriber is not None:
             log.info("shutdown: disconnecting mqtt")
             self._subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
-        if self._processor is not None:
-            # half of what is left for the processor; the flusher needs the rest for the batch in flight
-            until = time.monotonic() + max(0.1, (deadline - time.monotonic()) / 2)
-            while not self._processor.is_idle and time.monotonic() < until and self._processor_thread is not None \
-                    and self._processor_thread.is_alive():
-                self._processor_stop.wait(0.05)  # not set yet: a bounded wait for the processor
+        if self._processor is not None:  # half of what is left; the flusher needs the rest for its batch in flight
+            self._processor.wait_idle(max(0.1, (deadline - time.monotonic()) / 2))
             log.info("shutdown: stopping the processor raw_depth=%d", self._buffer.raw.depth)
         self._processor_stop.set()
         for thread in [self._processor_thread, *self._image_threads]:
@@ -390,10 +384,6 @@ class Service:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return code
-
-
-_IN_FLIGHT_BYTES = 32 * 2**20  # raw messages the processor holds in memory besides what companion joins park
-_PARKED_BYTES = 64 * 2**20  # the images one companion join may park (`CompanionJoin.max_parked_bytes`)
 
 
 def _join(thread: threading.Thread | None, deadline: float) -> None:

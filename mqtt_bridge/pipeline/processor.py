@@ -34,7 +34,7 @@ from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.storage.raw_log import RawEntry
 from mqtt_bridge.transform.ingest import Ingestor
 
-__all__ = ["Processor"]
+__all__ = ["Processor", "in_flight_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ _MAX_GROUP_BYTES = 8 * 2**20
 _RETRY_S = 1.0
 _IDLE_S = 0.2
 _HIGH_WATER_CHECK_S = 0.2
+_IN_FLIGHT_BYTES = 32 * 2**20  # raw messages held in memory besides what companion joins park
+_PARKED_BYTES = 64 * 2**20  # the images one companion join may park (`CompanionJoin.max_parked_bytes`)
+
+
+def in_flight_limits(receive_maximum: int, max_parked: list[int]) -> tuple[int, int]:
+    """The processor's memory bound (entries, bytes): a broker window's worth (as the receiver's queue), plus what
+    the companion joins (their `max_parked` each) may park, so that parked messages never starve the rest."""
+    return max(2 * receive_maximum, 1000) + sum(max_parked), _IN_FLIGHT_BYTES + _PARKED_BYTES * len(max_parked)
 
 
 class Processor:
@@ -92,6 +100,14 @@ class Processor:
         """Nothing is queued here and the raw log has nothing the processor has not read."""
         with self._wake:
             return not self._ready and self._raw.untaken == 0
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """At shutdown, before the stop: wait until `is_idle` (at most `timeout_s`); True when it is."""
+        ends = time.monotonic() + timeout_s
+        while not self.is_idle:
+            if time.monotonic() >= ends or self._stop.wait(0.05):
+                return False
+        return True
 
     def run(self) -> None:
         """Take raw entries and commit what they become until stopped; then commit what is queued."""

@@ -197,8 +197,8 @@ def _metric(port: int, name: str) -> float | None:
 
 def test_images_kill_while_waiting_for_the_companion_image_loses_nothing(mosquitto: MosquittoBroker,
                                                                         emulator: Emulator, tmp_path: Path) -> None:
-    """kill -9 while a detection is parked (un-acked) for its image: after a restart the broker redelivers it, the
-    image published meanwhile joins it, and exactly one event arrives, with the image."""
+    """kill -9 while a detection waits for its image (acked, in the raw log): after a restart the processor reads it
+    from the raw log again, the image published meanwhile joins it, and exactly one event arrives, with the image."""
     health_port = free_port()
     bridge = BridgeProcess(_write_config(tmp_path, mosquitto, emulator, health_port), tmp_path / "bridge.log")
     bridge.start()
@@ -208,6 +208,7 @@ def test_images_kill_while_waiting_for_the_companion_image_loses_nothing(mosquit
         with PahoClient(mosquitto, client_id="images-publisher").connect() as publisher:
             publisher.publish("t/cam/L2/cam5/detections", _detection(5, frame=77))
             wait_until(lambda: _metric(health_port, "images_parked") == 1.0, timeout_s=10, message="parked")
+            wait_until(lambda: _metric(health_port, "raw_log_depth") == 1.0, timeout_s=5, message="in the raw log")
             assert bridge.signal(signal.SIGKILL) == -signal.SIGKILL
             assert emulator.events() == []
             publisher.publish("t/cam/L2/cam5/image/77", _jpeg(5))  # the broker queues it for the bridge's session
@@ -217,6 +218,7 @@ def test_images_kill_while_waiting_for_the_companion_image_loses_nothing(mosquit
         assert emulator.uploads()[image["sourceId"]] == _jpeg(5)
         assert image["objectDetections"] == [_box(5)]
         wait_until(lambda: _metric(health_port, "images_parked") == 0.0, timeout_s=5, message="nothing parked")
+        wait_until(lambda: _metric(health_port, "raw_log_depth") == 0.0, timeout_s=5, message="raw log empty")
         assert len(emulator.events()) == 1
         assert bridge.signal(signal.SIGTERM) == 0, bridge.log_text()[-3000:]
     finally:
