@@ -86,9 +86,10 @@ class FileReference(_Model):
 class CompanionImages(_Model):
     """Raw image bytes published on a topic of their own, joined to their detection message.
 
-    The detection is held un-acked (the broker keeps it) until its image arrives or `window_s` passes; then it is
-    buffered, with the image or without it (counted). An image that finds no detection within the window is
-    dropped (counted). Images and detections are paired by key, oldest first.
+    Both are acked and kept in the raw log; the one that arrives first waits in the processor until the other
+    arrives or `window_s` passes; then the detection is buffered, with the image or without it (counted). An image
+    that finds no detection within the window is dropped (counted). Images and detections are paired by key,
+    oldest first.
     """
 
     topic: str = Field(..., min_length=1, max_length=1024, description=(

@@ -306,7 +306,7 @@ class SimulatedLine:
         jpeg, detections = make_frame(self._rng)
         detection = build_message(detections=detections, metadata={"frame": frame})
         image = (f"{COMPANION_TOPIC}/image/{frame}", jpeg)
-        # either may come first: the bridge holds the one that waits (un-acked) until the other arrives
+        # either may come first: the bridge keeps the one that waits (in its raw log) until the other arrives
         for topic, payload in ((image, (f"{COMPANION_TOPIC}/detections", detection)) if frame % 2
                                else ((f"{COMPANION_TOPIC}/detections", detection), image)):
             self._publisher.publish_raw(topic, payload)

@@ -88,7 +88,8 @@ class ImageShedder:
             return False
 
     def __call__(self, records: list[Record]) -> list[Record] | None:
-        """The group with its images dropped, or None when it must wait un-acked (see the module docstring)."""
+        """The group with its images dropped, or None when they must stay (a route that keeps stop_acking, or the
+        disk short of its reserve: see the module docstring)."""
         if any(self._policy.get(record.route, self._default) != "drop_images" for record in records):
             return None
         try:

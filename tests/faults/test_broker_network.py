@@ -146,8 +146,8 @@ def test_network_cut_half_open_and_reset_loses_nothing(rig: FaultRig) -> None:
     # MQTT 5 caps that at Receive Maximum (W) per connection, but the Mosquitto 2.0.11 this runs on exceeds W
     # while it drains a backlog (eclipse/mosquitto#2301, fixed in 2.0.13; measured here: 152, 201 and 1262
     # un-acked with W = 100, so (1 + resets) * W rewrites were not a bound at all). The bridge recognises such a
-    # redelivery of a record it committed in this process and only acks it (`_RecentCommits` in the receiver: the
-    # last 20,000 commits, while a redelivered copy follows its first copy by at most what the broker had in
+    # redelivery of a record it committed in this process and commits it once (`pipeline.recent` in the processor:
+    # the last 20,000 commits, while a redelivered copy follows its first copy by at most what the broker had in
     # flight, itself at most what it queued during the cut: about rate x 2.5 keepalives = 2,500 messages), so
     # redeliveries add no rewrites here however many the broker sends. What remains is the flusher's: a retried
     # batch (a timeout after the API stored it) re-sends at most max_events events. The API has no faults in this
