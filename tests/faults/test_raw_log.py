@@ -10,7 +10,7 @@ import pytest
 from tests.faults.checker import assert_exactly_once
 from tests.faults.conftest import FaultRig
 from tests.faults.ledger import valid_stream
-from tests.helpers import PahoClient, tiny_png, wait_until
+from tests.helpers import PahoClient, events_by_seq, tiny_png, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,8 +65,8 @@ def test_raw_log_sigkill_while_detections_wait_for_their_images_pairs_them_after
                f"{total} msgs + {total} images", report, "a second SIGKILL mid-pairing")
     assert_exactly_once(report, max_rewrites=total)
     uploads = rig.emulator.uploads()
-    by_seq = {event["customMetadata"]["seq"]: event for event in rig.emulator.events()}
+    by_seq = events_by_seq(rig.emulator.events(), run="raw")
     assert sorted(by_seq) == list(range(total))
-    for seq, event in by_seq.items():
+    for seq, [event] in by_seq.items():
         [image] = event["images"]
         assert uploads[image["sourceId"]] == tiny_png(seq), f"event of seq {seq} carries another image"
