@@ -131,18 +131,23 @@ class Processor:
         log.info("processor stopped raw_depth=%d (processed again after a restart)", self._raw.depth)
 
     def _step(self) -> bool:
-        """One unit of work: commit a queued group, or read a raw segment, or commit finished entries alone.
-        False when there was nothing to do."""
+        """One unit of work: read raw segments (up to a group's worth) and commit a queued group, or commit finished
+        entries alone. False when there was nothing to do."""
+        taken = 0
+        # read segments until a group's worth is queued: a backlog of small segments is committed in big groups
+        while not self._stop.is_set() and self._has_room() and self._queued() < _MAX_GROUP:
+            entries = self._raw.take()
+            if not entries:
+                break
+            taken += len(entries)
+            for entry in entries:
+                self._first_stage(self._inbound(entry))
         group = self._take_group()
         if group:
             self._commit_until_done(group)
             return True
-        if not self._stop.is_set() and self._has_room():
-            entries = self._raw.take()
-            if entries:
-                for entry in entries:
-                    self._first_stage(self._inbound(entry))
-                return True
+        if taken:
+            return True
         if self._raw.has_finished:  # e.g. images no detection claimed: nothing to insert, only to delete
             self._commit_until_done([])
         return False
@@ -158,6 +163,10 @@ class Processor:
         except Exception:  # stopping: what is not committed stays in the raw log and is processed after a restart
             log.exception("processor could not commit its last group; it stays in the raw log")
             self._stats.add("intake_errors")
+
+    def _queued(self) -> int:
+        with self._wake:
+            return len(self._ready)
 
     def _has_room(self) -> bool:
         entries, size = self._raw.in_flight

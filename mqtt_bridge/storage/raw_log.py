@@ -118,6 +118,7 @@ class RawLog:
         self._lock = threading.Lock()
         self._segments: dict[int, _Segment] = {}  # seq -> segment, ascending
         self._untaken: deque[int] = deque()  # the processor's cursor: segments it has not read yet
+        self._marked: set[int] = set()  # segments with entries finished but not yet committed
         self._next_seq = 0
         self._depth = 0
         self._in_flight = 0
@@ -129,6 +130,7 @@ class RawLog:
         """Read the keys on open: every segment in the log is unprocessed (the processor starts from the first)."""
         self._segments.clear()
         self._untaken.clear()
+        self._marked.clear()
         self._depth = self._in_flight = self._in_flight_bytes = 0
         self._next_seq = 0
         db = self._db()
@@ -239,6 +241,7 @@ class RawLog:
             if segment is None or segment.done[index] or index in segment.marked:
                 return False
             segment.marked.add(index)
+            self._marked.add(seq)
             if segment.sizes is not None:
                 self._in_flight -= 1
                 self._in_flight_bytes -= segment.sizes[index]
@@ -248,14 +251,15 @@ class RawLog:
     def has_finished(self) -> bool:
         """Whether entries are marked finished but not yet committed."""
         with self._lock:
-            return any(segment.marked for segment in self._segments.values())
+            return bool(self._marked)
 
     def write_finished(self) -> dict[int, frozenset[int]]:
         """Inside the caller's transaction: delete the finished entries (a segment, or record its progress).
 
         Returns what was written, for `committed` once that transaction succeeded."""
         with self._lock:
-            snapshot = {seq: frozenset(s.marked) for seq, s in self._segments.items() if s.marked}
+            snapshot = {seq: frozenset(self._segments[seq].marked) for seq in sorted(self._marked)
+                        if seq in self._segments}
             plans = [(seq, self._segments[seq], bytearray(self._segments[seq].done)) for seq in snapshot]
         db = self._db()
         for seq, segment, done in plans:
@@ -279,6 +283,8 @@ class RawLog:
                 for index in indexes:
                     segment.done[index] = 1
                 segment.marked -= indexes
+                if not segment.marked:
+                    self._marked.discard(seq)
                 self._depth -= len(indexes)
                 if all(segment.done):
                     del self._segments[seq]
@@ -356,5 +362,6 @@ class RawLog:
         with self._lock:
             for seq in seqs:
                 segment = self._segments.pop(seq)
+                self._marked.discard(seq)
                 self._depth -= segment.count - sum(segment.done)
         self._letters.added(1)
