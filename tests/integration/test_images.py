@@ -246,6 +246,8 @@ def test_images_kill_between_upload_and_create_uploads_once(mosquitto: Mosquitto
         emulator.clear_faults()
         assert len(emulator.uploads()) == 1
         bridge.start()
+        # the killed run's batch may still land at the API (the emulator answers late): wait for this run to start
+        wait_until(lambda: bridge.log_text().count("bridge started") == 2, timeout_s=20, message="restarted")
         [event] = wait_until(lambda: _events(emulator), timeout_s=20, message="the event after the restart")
         assert len(emulator.uploads()) == 1
         assert emulator.uploads()[event["images"][0]["sourceId"]] == _jpeg(6)
