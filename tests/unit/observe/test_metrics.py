@@ -66,6 +66,14 @@ def test_metrics_render_lists_every_issue_metric_with_labels() -> None:
     assert "mqtt_bridge_process_resident_memory_bytes" in text
 
 
+def test_metrics_render_the_raw_log_depth_and_oldest_age() -> None:
+    """/metrics has the raw log's depth and the age of its oldest unprocessed message (0 by default)."""
+    body, _ = Metrics(Stats(), _State, lambda: BufferGauges(4096, 1.0, 17, 3.5)).render()
+    text = body.decode()
+    assert "mqtt_bridge_raw_log_depth 17.0" in text and "mqtt_bridge_raw_log_oldest_age_seconds 3.5" in text
+    assert "mqtt_bridge_raw_log_depth 0.0" in _render(Stats())
+
+
 def test_metrics_registries_of_two_bridges_do_not_clash() -> None:
     """Each bridge has its own registry: two in one process report their own numbers."""
     first, second = Stats(), Stats()
