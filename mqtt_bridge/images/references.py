@@ -9,9 +9,10 @@ became is committed, so nothing waits un-acked at the broker and a restart proce
 - `url` and `file` messages go to a small pool of fetch workers (`FETCH_WORKERS` threads) through one waiting
   list per route, taken round-robin, with at most `_ROUTE_WORKERS` fetches of one route at a time: a route whose
   image server is slow (every fetch runs to its deadline) backs off alone and cannot take every worker. `offer`
-  never waits here: a route with `_ROUTE_QUEUE` fetches already waiting is backed off, its next messages go on at
-  once with an `image_fetch_failed` attachment (dead-lettered, replayable with `dlq replay`), so the other routes
-  go on (issue 16);
+  waits at most `_ROOM_WAIT_S` for room on a full list (the processor reads bursts from the raw log); a route whose
+  `_ROUTE_QUEUE` fetches stay waiting longer is backed off: its next messages go on at once with an
+  `image_fetch_failed` attachment (dead-lettered, replayable with `dlq replay`) until its list is half empty, so
+  the other routes go on (issue 16);
 - `companion` image messages (matched on their own topic before any route) and the route's detections are joined
   by `companion.CompanionJoin`; the subscription to the image topics is derived from the config here.
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 FETCH_WORKERS = 4
 _ROUTE_QUEUE = 64  # fetches of one route waiting before its next messages are backed off
 _ROUTE_WORKERS = max(1, FETCH_WORKERS // 2)  # fetches of one route at a time: the others keep a worker
+_ROOM_WAIT_S = 0.25  # how long the processor waits for room on a full list before it backs the route off
 _Job = tuple[ReferencePlan, Inbound, str, dict[str, str]]
 _TICK_S = 0.05
 _MISSING_LOG_EVERY_S = 60.0
@@ -78,7 +80,10 @@ class ImageReferences:
         self._lock = threading.Lock()
         self._not_image_topics: ByteLRU[str, bool] = ByteLRU(
             "image_topics", NOT_IMAGE_TOPICS_BYTES, lambda topic, _: text_bytes(topic), 10_000)  # processor thread only
-        self._jobs = threading.Condition()  # guards the three below
+        jobs_lock = threading.Lock()
+        self._jobs = threading.Condition(jobs_lock)  # guards the four below; workers wait on it for a job
+        self._room = threading.Condition(jobs_lock)  # the processor waits on it for room on a route's list
+        self._slow: set[int] = set()  # routes backed off (their list stayed full) until it is half empty again
         self._waiting: dict[int, deque[_Job]] = {}  # route index -> its fetches waiting, oldest first
         self._busy: dict[int, int] = {}  # route index -> its fetches running
         self._turn = 0  # round-robin position over the routes
@@ -158,10 +163,17 @@ class ImageReferences:
         return True
 
     def _queue_fetch(self, plan: ReferencePlan, message: Inbound, topic: str, captures: dict[str, str]) -> None:
-        """Queue the fetch on its route's waiting list; never waits. A full list backs the route off."""
+        """Queue the fetch on its route's waiting list. On a full list, wait up to `_ROOM_WAIT_S` for room (a burst
+        for a healthy server, or a backlog read from the raw log, is fetched, not backed off); a list that stays
+        full marks the route slow, and its messages are backed off at once until the list is half empty."""
+        index = plan.route.index
         with self._jobs:
-            waiting = self._waiting.setdefault(plan.route.index, deque())
-            backed_off = len(waiting) >= _ROUTE_QUEUE
+            waiting = self._waiting.setdefault(index, deque())
+            if index not in self._slow and len(waiting) >= _ROUTE_QUEUE:
+                self._room.wait_for(lambda: len(waiting) < _ROUTE_QUEUE or self._stop.is_set(), _ROOM_WAIT_S)
+                if len(waiting) >= _ROUTE_QUEUE:
+                    self._slow.add(index)
+            backed_off = index in self._slow
             if not backed_off:
                 waiting.append((plan, message, topic, captures))
                 self._jobs.notify()
@@ -185,7 +197,11 @@ class ImageReferences:
                     index = next((i for i in routes if i >= self._turn), routes[0])
                     self._turn = index + 1
                     self._busy[index] = self._busy.get(index, 0) + 1
-                    return self._waiting[index].popleft()
+                    job = self._waiting[index].popleft()
+                    if len(self._waiting[index]) <= _ROUTE_QUEUE // 2:
+                        self._slow.discard(index)
+                    self._room.notify_all()
+                    return job
                 remaining = ends - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return None

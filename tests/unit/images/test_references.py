@@ -233,9 +233,9 @@ def test_references_url_template_dot_values_are_encoded_and_refused(value: str,
 
 
 def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_thread() -> None:
-    """100 messages for a route whose image server drips bytes: offering them (the MQTT thread) never waits; past
-    the route's waiting limit they go on at once with image_fetch_failed (backed off); a URL route with a healthy
-    server and a plain route are served while the slow fetches run to their deadline."""
+    """100 messages for a route whose image server drips bytes: offering them (the processor) waits at most a
+    moment; past the route's waiting limit they go on with image_fetch_failed (backed off); a URL route with a
+    healthy server and a plain route are served while the slow fetches run to their deadline."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from tests.unit.images.test_fetch import _DripServer
@@ -276,7 +276,7 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
         started = time.monotonic()
         publisher = threading.Thread(target=publish_slow, name="t-mqtt")
         publisher.start()
-        assert offered.wait(2.0), "the MQTT thread was blocked by a full fetch queue"
+        assert offered.wait(2.0), "the processor was blocked by a full fetch queue"
         assert time.monotonic() - started < 1.0
         backed_off = [m for m in running.forwarded if m.attachment is not None and m.attachment.problem
                       and "backed off" in m.attachment.problem[1]]
@@ -296,5 +296,43 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
     finally:
         running.close()
         slow.close()
+        fast.shutdown()
+        fast.server_close()
+
+
+def test_references_a_burst_for_a_healthy_server_is_fetched_not_backed_off() -> None:
+    """300 messages at once for a route whose image server answers at once (a backlog read from the raw log): more
+    than the route's waiting limit, yet every one is fetched with its image, none backed off."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Fast(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = tiny_png(3)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    fast = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
+    threading.Thread(target=fast.serve_forever, args=(0.05,), daemon=True).start()
+    port = fast.server_address[1]
+    running = _Stage([{"name": "fast", "topic": "fast/{cam}", "use_case": "uc", "image": {"url": {
+        "field": "u", "allow_hosts": [f"127.0.0.1:{port}"], "allow_private_networks": ["127.0.0.1/32"],
+        "timeout_s": 5.0}}}])
+    extra = [threading.Thread(target=running.stage.run_fetcher, name=f"t-fetch-{i}") for i in range(3)]
+    running.threads.extend(extra)
+    for thread in extra:
+        thread.start()
+    try:
+        for seq in range(300):
+            running.offer("fast/cam1", orjson.dumps({"u": f"http://127.0.0.1:{port}/{seq}.png"}))
+        wait_until(lambda: len(running.forwarded) == 300, timeout_s=60, message="every fetch done")
+        assert running.stats.count("image_fetches_backed_off", label="fast") == 0
+        assert all(m.attachment is not None and m.attachment.image == tiny_png(3) for m in running.forwarded)
+    finally:
+        running.close()
         fast.shutdown()
         fast.server_close()
