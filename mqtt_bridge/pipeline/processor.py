@@ -43,7 +43,7 @@ _MAX_GROUP_BYTES = 8 * 2**20
 _RETRY_S = 1.0
 _IDLE_S = 0.2
 _HIGH_WATER_CHECK_S = 0.2
-_IN_FLIGHT_BYTES = 32 * 2**20  # raw messages held in memory besides what companion joins park
+_IN_FLIGHT_BYTES = 16 * 2**20  # raw messages held in memory (fetches waiting, a group) besides companion parking
 _PARKED_BYTES = 64 * 2**20  # the images one companion join may park (`CompanionJoin.max_parked_bytes`)
 
 
@@ -73,6 +73,7 @@ class Processor:
         self._shed_images = shed_images  # over the high-water mark: the group without images, or None to keep them
         self._first_stage: Callable[[Inbound], None] = self.offer
         self._ready: deque[Inbound] = deque()  # messages to commit (bounded by the in-flight limit)
+        self._ready_bytes = 0
         self._wake = threading.Condition()
         self._recent = RecentCommits(RECENT_COMMITS)
         self._next_high_water_check = 0.0
@@ -88,6 +89,7 @@ class Processor:
         """Queue a message for the commit. Never blocks: what is queued is bounded by the in-flight limit."""
         with self._wake:
             self._ready.append(message)
+            self._ready_bytes += len(message.payload)
             self._wake.notify()
 
     def wake(self) -> None:
@@ -135,7 +137,7 @@ class Processor:
         entries alone. False when there was nothing to do."""
         taken = 0
         # read segments until a group's worth is queued: a backlog of small segments is committed in big groups
-        while not self._stop.is_set() and self._has_room() and self._queued() < _MAX_GROUP:
+        while not self._stop.is_set() and self._has_room() and self._has_no_full_group():
             entries = self._raw.take()
             if not entries:
                 break
@@ -164,9 +166,10 @@ class Processor:
             log.exception("processor could not commit its last group; it stays in the raw log")
             self._stats.add("intake_errors")
 
-    def _queued(self) -> int:
+    def _has_no_full_group(self) -> bool:
+        """Fewer than a group's worth (entries and bytes) is queued: reading more would only hold memory."""
         with self._wake:
-            return len(self._ready)
+            return len(self._ready) < _MAX_GROUP and self._ready_bytes < _MAX_GROUP_BYTES
 
     def _has_room(self) -> bool:
         entries, size = self._raw.in_flight
@@ -187,6 +190,7 @@ class Processor:
                 message = self._ready.popleft()
                 group.append(message)
                 size += len(message.payload)
+            self._ready_bytes -= size
         return group
 
     def _commit_until_done(self, group: list[Inbound]) -> None:

@@ -31,7 +31,7 @@ import diskcache
 from mqtt_bridge.errors import DeadLetterReason
 from mqtt_bridge.model.record import DeadLetter
 from mqtt_bridge.storage.dead_letters import DeadLetters
-from mqtt_bridge.storage.segments import frame, split
+from mqtt_bridge.storage.segments import frame_pieces, split
 
 __all__ = ["RawEntry", "RawLog", "RawMessage"]
 
@@ -59,15 +59,20 @@ class RawMessage:
     received_at_s: float
     properties: bytes = b""
 
-    def to_bytes(self) -> bytes:
-        """The entry's bytes: a fixed header, the topic, the properties, then the payload as it came."""
+    def pieces(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """The entry's bytes in pieces: a fixed header, the topic, the properties, then the payload as it came."""
         head = _HEAD.pack(_VERSION, self.qos, int(self.retain), self.received_at_s, len(self.topic),
                           len(self.properties))
-        return b"".join((head, self.topic, self.properties, self.payload))
+        return head, self.topic, self.properties, self.payload
+
+    def to_bytes(self) -> bytes:
+        """The entry's bytes (`pieces`, joined)."""
+        return b"".join(self.pieces())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> RawMessage:
-        """Inverse of `to_bytes`. Raises ValueError on bytes that are not an entry."""
+    def from_bytes(cls, data: bytes | memoryview) -> RawMessage:
+        """Inverse of `to_bytes` (from a memoryview too: each field is copied once). Raises ValueError on bytes
+        that are not an entry."""
         if len(data) < _HEAD.size:
             raise ValueError("raw entry too short")
         version, qos, flags, received_at_s, topic_len, props_len = _HEAD.unpack_from(data)
@@ -76,9 +81,10 @@ class RawMessage:
         start = _HEAD.size
         if start + topic_len + props_len > len(data):
             raise ValueError("truncated raw entry")
-        topic = data[start:start + topic_len]
-        properties = data[start + topic_len:start + topic_len + props_len]
-        return cls(topic, data[start + topic_len + props_len:], qos, bool(flags & 1), received_at_s, properties)
+        topic = bytes(data[start:start + topic_len])
+        properties = bytes(data[start + topic_len:start + topic_len + props_len])
+        return cls(topic, bytes(data[start + topic_len + props_len:]), qos, bool(flags & 1), received_at_s,
+                   properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +175,7 @@ class RawLog:
         """Commit `messages` as one segment, durably (one transaction, one fsync on a FULL-sync connection)."""
         if not messages:
             return
-        value = frame([message.to_bytes() for message in messages])
+        value = frame_pieces(message.pieces() for message in messages)
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
@@ -207,7 +213,7 @@ class RawLog:
         try:
             if not isinstance(value, bytes):
                 raise ValueError("the segment is missing")
-            raw = split(value)
+            raw = split(memoryview(value))  # slices, not copies: each message's fields are copied once below
             if len(raw) != segment.count:
                 raise ValueError(f"segment holds {len(raw)} entries, its key says {segment.count}")
         except (ValueError, struct.error) as exc:
@@ -223,7 +229,7 @@ class RawLog:
             try:
                 entries.append(RawEntry(seq, index, RawMessage.from_bytes(data)))
             except ValueError:
-                broken.append((index, data))
+                broken.append((index, bytes(data)))
         with self._lock:
             segment.sizes = [0] * segment.count
             for entry in entries:

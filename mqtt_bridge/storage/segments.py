@@ -8,10 +8,15 @@ from the keys alone. A segment holds at most 65,535 records and starts a new one
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from mqtt_bridge.model.record import Record
 
-__all__ = ["COUNT_BITS", "MAX_RECORDS", "frame", "group", "key_count", "record_at", "split", "split_records"]
+__all__ = ["COUNT_BITS", "MAX_RECORDS", "frame", "frame_pieces", "group", "key_count", "record_at", "split",
+           "split_records"]
+
+_Bytes = TypeVar("_Bytes", bytes, memoryview)
 
 COUNT_BITS = 16
 MAX_RECORDS: int = 2**COUNT_BITS - 1
@@ -43,8 +48,19 @@ def frame(raw: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(r)) + r for r in raw)
 
 
-def split(value: bytes) -> list[bytes]:
-    """Cut one segment into the bytes of its length-prefixed records. Raises ValueError or struct.error."""
+def frame_pieces(records: Iterable[Sequence[bytes]]) -> bytes:
+    """One segment from records given as pieces each, joined once (a record's pieces are never copied together
+    first: for big payloads that halves what a commit holds in memory)."""
+    parts: list[bytes] = []
+    for pieces in records:
+        parts.append(_LENGTH.pack(sum(len(piece) for piece in pieces)))
+        parts.extend(pieces)
+    return b"".join(parts)
+
+
+def split(value: _Bytes) -> list[_Bytes]:
+    """Cut one segment into the bytes of its length-prefixed records (memoryview slices of a memoryview: nothing
+    is copied). Raises ValueError or struct.error."""
     out = []
     offset = 0
     while offset < len(value):
