@@ -159,7 +159,9 @@ class RawLog:
                 self._segments[seq] = _Segment(key, count, received, bytearray(count))
         for seq, value in progress.items():
             segment = self._segments.get(seq)
-            if segment is not None and len(value) == segment.count:
+            if segment is None:
+                db.delete(_done_key(seq), retry=True)  # progress of no segment (never written so): drop it
+            elif len(value) == segment.count:
                 segment.done[:] = bytes(1 if b else 0 for b in value)
                 segment.has_progress = True
         self._segments = dict(sorted(self._segments.items()))

@@ -163,3 +163,10 @@ def test_raw_log_oldest_age_comes_from_the_oldest_unfinished_segment(buffer: Dis
     buffer.raw.finish(entry.seq, entry.index)
     buffer.append([], [], finish_raw=True)
     assert buffer.raw.oldest_received_at_s() == pytest.approx(now - 5, abs=0.01)
+
+
+def test_raw_log_progress_without_its_segment_is_dropped_on_open(buffer: DiskBuffer) -> None:
+    """A `rawdone:` row whose segment is not there is removed on open; the log stays empty."""
+    buffer._db.set("rawdone:0000000000000007", b"\x01\x00", retry=True)
+    _reopen(buffer)
+    assert buffer.raw.depth == 0 and "rawdone:0000000000000007" not in buffer._db
