@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _PREFIX = "raw:"
 _DONE_PREFIX = "rawdone:"
 _VERSION = 1
+_CACHED_BYTES = 8 * 2**20  # payloads of just-committed segments handed to the processor in memory, at most
 # version, qos, flags (bit 0: retain), receive time (s), topic length, properties length
 _HEAD = struct.Struct(">BBBdHI")
 
@@ -125,6 +126,10 @@ class RawLog:
         self._segments: dict[int, _Segment] = {}  # seq -> segment, ascending
         self._untaken: deque[int] = deque()  # the processor's cursor: segments it has not read yet
         self._marked: set[int] = set()  # segments with entries finished but not yet committed
+        # the messages of segments just committed, for `take` (no read back from disk while the processor keeps
+        # up); past `_CACHED_BYTES` a segment is read from disk instead
+        self._cached: dict[int, list[RawMessage]] = {}
+        self._cached_bytes = 0
         self._next_seq = 0
         self._depth = 0
         self._in_flight = 0
@@ -137,7 +142,8 @@ class RawLog:
         self._segments.clear()
         self._untaken.clear()
         self._marked.clear()
-        self._depth = self._in_flight = self._in_flight_bytes = 0
+        self._cached.clear()
+        self._depth = self._in_flight = self._in_flight_bytes = self._cached_bytes = 0
         self._next_seq = 0
         db = self._db()
         bad: list[str] = []
@@ -183,10 +189,15 @@ class RawLog:
             self._next_seq += 1
         key = _key(seq, len(messages), messages[0].received_at_s)
         self._db().set(key, value, retry=True)
+        del value
+        size = sum(len(message.payload) for message in messages)
         with self._lock:
             self._segments[seq] = _Segment(key, len(messages), messages[0].received_at_s, bytearray(len(messages)))
             self._untaken.append(seq)
             self._depth += len(messages)
+            if self._cached_bytes + size <= _CACHED_BYTES:
+                self._cached[seq] = messages
+                self._cached_bytes += size
 
     # --- processor side ---------------------------------------------------------------------------------------
 
@@ -200,6 +211,13 @@ class RawLog:
                     return []
                 seq = self._untaken.popleft()
                 segment = self._segments.get(seq)
+                cached = self._cached.pop(seq, None)
+                if cached is not None:
+                    self._cached_bytes -= sum(len(message.payload) for message in cached)
+            if segment is not None and cached is not None:
+                entries = [RawEntry(seq, index, message) for index, message in enumerate(cached)]
+                self._taken(segment, entries, 0)
+                return entries
             if segment is not None:
                 try:
                     entries = self._read(seq, segment)
@@ -232,15 +250,19 @@ class RawLog:
                 entries.append(RawEntry(seq, index, RawMessage.from_bytes(data)))
             except ValueError:
                 broken.append((index, bytes(data)))
+        self._taken(segment, entries, len(broken))  # the broken ones are finished below
+        if broken:
+            self._dead_letter_entries(seq, broken)
+        return entries
+
+    def _taken(self, segment: _Segment, entries: list[RawEntry], broken: int) -> None:
+        """Count what the processor took as in flight until it is finished."""
         with self._lock:
             segment.sizes = [0] * segment.count
             for entry in entries:
                 segment.sizes[entry.index] = len(entry.message.payload)
-            self._in_flight += len(entries) + len(broken)  # the broken ones are finished below
+            self._in_flight += len(entries) + broken
             self._in_flight_bytes += sum(segment.sizes)
-        if broken:
-            self._dead_letter_entries(seq, broken)
-        return entries
 
     def finish(self, seq: int, index: int) -> bool:
         """Mark one entry finished; it is deleted by the next `write_finished` transaction. Any thread."""
@@ -371,5 +393,7 @@ class RawLog:
             for seq in seqs:
                 segment = self._segments.pop(seq)
                 self._marked.discard(seq)
+                cached = self._cached.pop(seq, None)
+                self._cached_bytes -= sum(len(message.payload) for message in cached or [])
                 self._depth -= segment.count - sum(segment.done)
         self._letters.added(1)
