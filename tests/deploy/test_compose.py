@@ -1,13 +1,13 @@
 """deploy/compose.yaml for real (`make image-test`): podman-compose brings up Mosquitto, the bridge image and the
-emulator (the file's dry run) on free host ports, the bridge delivers what is published to the broker, and
-`down --volumes` leaves no container, pod, volume or network behind."""
+emulator (the file's dry run) on free host ports, the bridge delivers what is published to the broker, it stops
+cleanly, and `down --volumes` leaves no container, pod or volume behind (nor a network, once it is removed)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,13 @@ class Project:
                                    check=False).stdout
         # Debian 12's podman-compose 1.0.3 has no profiles (it starts every service); newer ones need the flag
         self.profile = ["--profile", "dry-run"] if "--profile" in help_text else []
+        self.volumes_seen: set[str] = set()  # the volumes seen in use, for the cleanup after a failure
 
     def __call__(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run `compose -p NAME -f compose.yaml args…`; raise with its output when it fails."""
+        """Run `compose -p NAME -f deploy/compose.yaml args…` from the directory above deploy/, as the README does."""
         result = subprocess.run([*self.compose, "-p", self.name, "-f", str(self.directory / "compose.yaml"),
                                  *self.profile, *args], capture_output=True, text=True, env=self.env,
-                                cwd=self.directory, timeout=timeout_s, check=False)
+                                cwd=self.directory.parent, timeout=timeout_s, check=False)
         if result.returncode != 0:
             raise AssertionError(f"compose {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -94,18 +95,26 @@ class Project:
 
     def container(self, service: str) -> str:
         """The name of the one container of `service`."""
-        label = "io.podman.compose" if self.engine.is_podman else "com.docker.compose"
-        [name] = self.engine("ps", "-a", "--filter", f"label={label}.project={self.name}",
-                             "--filter", f"label={label}.service={service}", "--format", "{{.Names}}").split()
+        # podman-compose sets docker compose's labels too
+        [name] = self.engine("ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}",
+                             "--filter", f"label=com.docker.compose.service={service}",
+                             "--format", "{{.Names}}").split()
         return name
 
-    def leftovers(self) -> dict[str, list[str]]:
-        """Containers, pods, volumes and networks of this project that still exist."""
-        def names(*args: str) -> list[str]:
-            return [line for line in self.engine(*args, check=False).split() if self.name in line]
+    def volumes_in_use(self) -> set[str]:
+        """Every volume the project's containers mount, named or anonymous (an image's VOLUME without a mount)."""
+        names = self.engine("ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}",
+                            "--format", "{{.Names}}").split()
+        mounts = self.engine("inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", *names) if names else ""
+        return set(mounts.split())
+
+    def leftovers(self, volumes: Collection[str] = ()) -> dict[str, list[str]]:
+        """Containers, pods, volumes (those named for the project, and `volumes`) and networks still there."""
+        def names(*args: str, also: Collection[str] = ()) -> list[str]:
+            return [line for line in self.engine(*args, check=False).split() if self.name in line or line in also]
 
         found = {"containers": names("ps", "-a", "--format", "{{.Names}}"),
-                 "volumes": names("volume", "ls", "--format", "{{.Name}}"),
+                 "volumes": names("volume", "ls", "--format", "{{.Name}}", also=volumes),
                  "networks": names("network", "ls", "--format", "{{.Name}}")}
         if self.engine.is_podman:
             found["pods"] = names("pod", "ps", "--format", "{{.Name}}")
@@ -117,6 +126,7 @@ class Project:
             command = {"containers": ["rm", "-f"], "pods": ["pod", "rm", "-f"], "volumes": ["volume", "rm", "-f"],
                        "networks": ["network", "rm", "-f"]}[kind]
             self.engine(*command, *items, check=False)
+        self.engine("volume", "rm", "-f", *self.volumes_seen, check=False)
 
 
 @pytest.fixture
@@ -138,9 +148,10 @@ def _emulator_events(project: Project) -> list[dict[str, Any]]:
     return events
 
 
-def test_compose_up_delivers_to_the_emulator_and_down_leaves_nothing_behind(project: Project) -> None:
+def test_compose_up_delivers_to_the_emulator_and_comes_down_cleanly(project: Project) -> None:
     """`up -d` runs broker, bridge and emulator; published detections reach the emulator once each; `stop` ends
-    the bridge with exit 0 after its shutdown; `down --volumes` removes every container, pod, volume and network."""
+    the bridge with exit 0 after its shutdown; `down --volumes` (plus `network rm` where podman-compose leaves the
+    network) removes every container, pod, volume and network of the project."""
     project("up", "-d")
     bridge = project.container("bridge")
     wait_until(lambda: "mqtt subscribed" in project.engine.logs(bridge), timeout_s=90, interval_s=1,
@@ -154,9 +165,19 @@ def test_compose_up_delivers_to_the_emulator_and_down_leaves_nothing_behind(proj
     ready = requests.get(f"http://{LOCALHOST}:{project.health_port}/readyz", timeout=5)
     assert ready.status_code == 200, ready.text
 
+    volumes = project.volumes_in_use()
+    project.volumes_seen = volumes
+    assert any(name.endswith("_bridge-buffer") for name in volumes), volumes
+
     project("stop", "-t", "30", timeout_s=180)
     assert project.engine("inspect", "-f", "{{.State.ExitCode}}", bridge) == "0"
     assert "shutdown complete" in project.engine.logs(bridge)
     project("down", "--volumes", timeout_s=180)
-    assert project.leftovers() == {}
+    left = project.leftovers(volumes)
+    # podman-compose 1.0.3 (Debian 12) never removes the project's network on `down`: the documented extra step
+    # removes it, and succeeds only if no container is still attached (no --force)
+    assert left in ({}, {"networks": [f"{project.name}_default"]}), left
+    if left:
+        project.engine("network", "rm", f"{project.name}_default")
+    assert project.leftovers(volumes) == {}
 

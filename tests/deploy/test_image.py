@@ -90,3 +90,18 @@ def test_image_bridges_mosquitto_to_the_api_and_keeps_its_buffer_across_restarts
     grouped = events_by_seq(api.events())
     assert sorted(grouped) == list(range(50))
     assert all(len(events) == 1 for events in grouped.values())
+
+
+def test_image_is_slim_without_build_tools_pip_or_the_demo_broker(engine: Engine) -> None:
+    """No compiler, no make, no pip or setuptools, no amqtt in the runtime image; its size is printed and stays
+    far below a full Debian with build tools (a generous bound: a regression guard, not a measurement)."""
+    size_mb = engine.image_size_bytes(IMAGE) / 1e6
+    print(f"image {IMAGE}: {size_mb:.0f} MB uncompressed")
+    probe = ("import importlib.util, shutil, sys; "
+             "tools = [t for t in ('gcc', 'cc', 'make', 'pip', 'pip3') if shutil.which(t)]; "
+             "mods = [m for m in ('amqtt', 'pip', 'setuptools') if importlib.util.find_spec(m)]; "
+             "print(tools, mods); sys.exit(1 if tools or mods else 0)")
+    result = engine.run("run", "--rm", "--network", "none", "--entrypoint", "/opt/mqtt-bridge/bin/python", IMAGE,
+                        "-c", probe)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert size_mb < 250

@@ -95,7 +95,7 @@ def test_compose_matches_the_image_and_the_config_schema() -> None:
     # container ports fixed; the host side is `${VAR:-default}` so tests (and a busy host) can pick others
     assert config.mqtt.host == "mosquitto"
     assert services["mosquitto"]["ports"] == [f"${{MOSQUITTO_PORT:-1883}}:{config.mqtt.port}"]
-    assert f"/run/secrets/{bridge['secrets'][0]}" == str(config.api.api_key_file)
+    assert mounts[str(config.api.api_key_file)] == "./secrets/roboflow_api_key"
     assert config.health.host == "0.0.0.0"
     assert bridge["ports"] == [f"127.0.0.1:${{BRIDGE_HEALTH_PORT:-9100}}:{config.health.port}"]
     assert services["emulator"]["ports"] == ["127.0.0.1:${EMULATOR_PORT:-8080}:8080"]
