@@ -40,6 +40,13 @@ make_local_base() {
     rootfs="$(mktemp -d)"
     echo "cannot pull $base: making $local_base with debootstrap (about a minute)" >&2
     debootstrap --variant=minbase bookworm "$rootfs" >/dev/null
+    # the official image's sources: the release, its updates and the security archive, on the mirror debootstrap
+    # used (Debian's layout puts the security archive beside it as <mirror>-security); minbase writes the first only
+    local mirror
+    mirror="$(awk '$1 == "deb" {print $2; exit}' "$rootfs/etc/apt/sources.list")"
+    mirror="${mirror%/}"
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s-security bookworm-security main\n' \
+        "$mirror" "$mirror" "$mirror" > "$rootfs/etc/apt/sources.list"
     mkdir -p "$rootfs/etc/dpkg/dpkg.cfg.d" "$rootfs/etc/apt/apt.conf.d"
     cat > "$rootfs/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
 path-exclude /usr/share/doc/*
@@ -71,7 +78,8 @@ if [ ! -f "$CONTAINERS_CONF" ]; then
     mkdir -p "$(dirname "$CONTAINERS_CONF")"
     printf '[containers]\ndefault_ulimits = []\n' > "$CONTAINERS_CONF"
 fi
-if ! podman image exists "$base" && ! podman pull -q "$base" >/dev/null 2>&1; then
+# a registry that cannot be reached fails at once here (no DNS); one that drops packets would make podman retry
+if ! podman image exists "$base" && ! timeout 120 podman pull -q "$base" >/dev/null 2>&1; then
     podman image exists "$local_base" || make_local_base
     base="$local_base"
 fi

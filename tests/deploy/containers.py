@@ -72,6 +72,13 @@ class Engine:
         result = self.run("logs", name, timeout_s=60)
         return result.stdout + result.stderr
 
+    def pull(self, image: str, timeout_s: float = 120) -> bool:
+        """Whether `image` could be pulled (False when the registry is unreachable or too slow to answer)."""
+        try:
+            return self.run("pull", "-q", image, timeout_s=timeout_s).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
     def has_image(self, image: str) -> bool:
         """Whether `image` is in the local store."""
         return self.run("image", "inspect", image, timeout_s=60).returncode == 0

@@ -45,8 +45,7 @@ class Broker:
 @pytest.fixture(scope="session")
 def mosquitto_image(engine: Engine) -> str:
     """compose.yaml's Mosquitto image, or a stand-in made from Debian's package when it cannot be pulled here."""
-    if engine.has_image(OFFICIAL_MOSQUITTO) or engine.run("pull", "-q", OFFICIAL_MOSQUITTO, timeout_s=300
-                                                          ).returncode == 0:
+    if engine.has_image(OFFICIAL_MOSQUITTO) or engine.pull(OFFICIAL_MOSQUITTO):
         return OFFICIAL_MOSQUITTO
     if not engine.has_image(STAND_IN_MOSQUITTO):
         base = next((image for image in BASES if engine.has_image(image)), None)
@@ -75,7 +74,7 @@ class Project:
         self.env = engine.env | {
             "MOSQUITTO_PORT": str(self.mqtt_port), "BRIDGE_HEALTH_PORT": str(self.health_port),
             "EMULATOR_PORT": str(self.emulator_port), "MQTT_BRIDGE_IMAGE": IMAGE,
-            "MOSQUITTO_IMAGE": mosquitto_image, "ROBOFLOW_API_URL": "http://emulator:8080", "LOG_FORMAT": "text"}
+            "MOSQUITTO_IMAGE": mosquitto_image, "ROBOFLOW_API_URL": "http://emulator:8080"}
         self.compose = find_compose(engine)
         help_text = subprocess.run([*self.compose, "--help"], capture_output=True, text=True, timeout=60,
                                    check=False).stdout
@@ -85,7 +84,7 @@ class Project:
 
     def __call__(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         """Run `compose -p NAME -f deploy/compose.yaml args…` from the directory above deploy/, as the README does."""
-        result = subprocess.run([*self.compose, "-p", self.name, "-f", str(self.directory / "compose.yaml"),
+        result = subprocess.run([*self.compose, "-p", self.name, "-f", "deploy/compose.yaml",
                                  *self.profile, *args], capture_output=True, text=True, env=self.env,
                                 cwd=self.directory.parent, timeout=timeout_s, check=False)
         if result.returncode != 0:
@@ -126,7 +125,8 @@ class Project:
             command = {"containers": ["rm", "-f"], "pods": ["pod", "rm", "-f"], "volumes": ["volume", "rm", "-f"],
                        "networks": ["network", "rm", "-f"]}[kind]
             self.engine(*command, *items, check=False)
-        self.engine("volume", "rm", "-f", *self.volumes_seen, check=False)
+        if self.volumes_seen:
+            self.engine("volume", "rm", "-f", *self.volumes_seen, check=False)
 
 
 @pytest.fixture
@@ -150,8 +150,8 @@ def _emulator_events(project: Project) -> list[dict[str, Any]]:
 
 def test_compose_up_delivers_to_the_emulator_and_comes_down_cleanly(project: Project) -> None:
     """`up -d` runs broker, bridge and emulator; published detections reach the emulator once each; `stop` ends
-    the bridge with exit 0 after its shutdown; `down --volumes` (plus `network rm` where podman-compose leaves the
-    network) removes every container, pod, volume and network of the project."""
+    every service with exit 0 (the bridge after its shutdown); `down --volumes` (plus `network rm` where
+    podman-compose leaves the network) removes every container, pod, volume and network of the project."""
     project("up", "-d")
     bridge = project.container("bridge")
     wait_until(lambda: "mqtt subscribed" in project.engine.logs(bridge), timeout_s=90, interval_s=1,
@@ -170,7 +170,8 @@ def test_compose_up_delivers_to_the_emulator_and_comes_down_cleanly(project: Pro
     assert any(name.endswith("_bridge-buffer") for name in volumes), volumes
 
     project("stop", "-t", "30", timeout_s=180)
-    assert project.engine("inspect", "-f", "{{.State.ExitCode}}", bridge) == "0"
+    for service in ("bridge", "mosquitto", "emulator"):  # each stopped on its stop signal, none killed
+        assert project.engine("inspect", "-f", "{{.State.ExitCode}}", project.container(service)) == "0", service
     assert "shutdown complete" in project.engine.logs(bridge)
     project("down", "--volumes", timeout_s=180)
     left = project.leftovers(volumes)
