@@ -168,3 +168,16 @@ def test_docs_anchor_slugs_follow_github() -> None:
     anchors = _anchors(page)
     assert "connecting-to-the-broker-what-the-bridge-says-when-it-cannot" in anchors
     assert "health-metrics-and-the-status-page" in anchors
+
+
+def test_docs_fault_results_block_is_in_the_file_make_faults_writes() -> None:
+    """`make faults` rewrites the results block of the file it names; that file is in the docs and has the markers."""
+    # the suite's own marker strings, read from its source (importing a conftest from here would register it twice)
+    suite = (REPO / "tests" / "faults" / "conftest.py").read_text(encoding="utf-8")
+    begin, end = (re.findall(rf'^{name} = "(.+)"$', suite, flags=re.MULTILINE)[0] for name in ("RESULTS_BEGIN",
+                                                                                                 "RESULTS_END"))
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    target = REPO / re.findall(r"--faults-results (\S+)", makefile)[0]
+    assert target in DOCS
+    text = target.read_text(encoding="utf-8")
+    assert begin in text and end in text and text.index(begin) < text.index(end)
