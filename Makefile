@@ -11,7 +11,7 @@ help:
 	@echo "make test    ruff + mypy + the whole test suite"
 	@echo "make check   ruff + mypy only"
 	@echo "make unit    unit tests only;  make it   integration tests only"
-	@echo "make faults  the fault-injection suite alone, results into the README (ARGS=--soak: longer)"
+	@echo "make faults  the fault-injection suite alone, results into deploy/guarantees.md (ARGS=--soak: longer)"
 	@echo "make fuzz-atheris  coverage-guided fuzzing of decoders, ingest and config (optional; FUZZ_SECONDS=60)"
 	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
 	@echo "make bench   benchmark the bridge against side-by-side baselines (needs Mosquitto; ~5 min)"
@@ -49,11 +49,11 @@ unit: $(VENV)/.dev
 it: $(VENV)/.dev
 	$(BIN)/pytest -q tests/integration
 
-# the fault-injection suite alone (issue 6); it writes its results table into the README.
+# the fault-injection suite alone (issue 6); it writes its results table into deploy/guarantees.md.
 # `make faults ARGS=--soak` runs it longer; `ARGS=--fault-seed=N` replays a run.
 ARGS ?=
 faults: $(VENV)/.dev
-	$(BIN)/pytest -q tests/faults --faults-results README.md $(ARGS)
+	$(BIN)/pytest -q tests/faults --faults-results deploy/guarantees.md $(ARGS)
 
 # optional coverage-guided fuzzing (atheris, if it installs here): FUZZ_SECONDS per target; crashes go to test-artifacts/
 FUZZ_SECONDS ?= 60

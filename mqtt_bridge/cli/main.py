@@ -61,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="deprecated, no effect: a use case absent from the list only warns")
     p.set_defaults(runs="run")
 
-    p = sub.add_parser("check-config", help="validate a config; print it with secrets redacted")
-    p.add_argument("config", help="YAML config file")
+    p = sub.add_parser("check-config", help="validate a config and print it with secrets redacted, or explain a key")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    p.add_argument("--explain", metavar="KEY", help="print the reference of one config key (e.g. mqtt.protocol, "
+                                                    "routes[].image.url.timeout_s); needs no config file")
     p.set_defaults(runs="check-config")
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config (or of the canonical message)")
