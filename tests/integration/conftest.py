@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from mqtt_bridge.devtools.broker import EmbeddedBroker
-from tests.helpers import LOCALHOST, MosquittoFactory, free_port, is_ci
+from tests.helpers import LOCALHOST, BrokerAddress, MosquittoFactory, free_port, is_ci
 from tests.interop.matrix import BrokerKind
 from tests.interop.processes import AedesBroker, aedes_missing_reason, install_aedes
 
@@ -25,17 +25,8 @@ _RESULTS = pytest.StashKey[dict[tuple[str, str], str]]()
 _WORSE = {"passed": 0, "skipped": 1, "failed": 2}
 
 
-class RestartableBroker(Protocol):
+class RestartableBroker(BrokerAddress, Protocol):
     """A started broker the interop suite can reach and restart on the same port."""
-
-    @property
-    def host(self) -> str: ...
-
-    @property
-    def port(self) -> int: ...
-
-    @property
-    def url(self) -> str: ...
 
     def restart(self) -> object: ...
 

@@ -28,7 +28,7 @@ from tests.helpers import (
     events_by_seq,
     wait_until,
 )
-from tests.integration.conftest import BrokerStarter
+from tests.integration.conftest import BrokerStarter, RestartableBroker
 from tests.interop.matrix import BROKERS, LIMITS, TARGETS, BrokerKind, Target, limit_of
 
 pytestmark = pytest.mark.integration
@@ -225,9 +225,8 @@ def _probe_session_expiry(broker: BrokerAddress) -> bool | None:
         return back.session_present is False and back.payloads() == []
 
 
-def _probe_queue_survives_broker_restart(broker: BrokerAddress) -> bool | None:
-    restart = getattr(broker, "restart")  # noqa: B009  # every broker start_broker returns has one
-    with _away_and_back(broker, between=restart) as back:
+def _probe_queue_survives_broker_restart(broker: RestartableBroker) -> bool | None:
+    with _away_and_back(broker, between=broker.restart) as back:
         return back.session_present is True and len(back.payloads()) == 5
 
 
@@ -238,7 +237,7 @@ def _probe_replay_without_retain(broker: BrokerAddress) -> bool | None:
         return not any(message.retain for message in back.messages)
 
 
-_PROBES: dict[str, Callable[[BrokerAddress], bool | None]] = {
+_PROBES: dict[str, Callable[[RestartableBroker], bool | None]] = {
     "mqtt5": _probe_mqtt5, "shared_subscriptions": _probe_shared_subscriptions,
     "session_expiry": _probe_session_expiry, "queue_survives_broker_restart": _probe_queue_survives_broker_restart,
     "replay_without_retain": _probe_replay_without_retain,
