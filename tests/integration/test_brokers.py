@@ -8,13 +8,16 @@ The results feed the table in deploy/brokers.md (`make interop-table`; see tests
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_bridge.decode.sparkplug_schema import encode_payload
 from mqtt_bridge.devtools.broker import EmbeddedBroker
@@ -237,7 +240,34 @@ def _probe_replay_without_retain(broker: BrokerAddress) -> bool | None:
         return not any(message.retain for message in back.messages)
 
 
+def _probe_redelivers_unacked(broker: BrokerAddress) -> bool | None:
+    """A QoS 1 message received but never acked by a crashed persistent client is sent again when it returns."""
+    topic, client_id = f"test/{uuid.uuid4().hex[:12]}", f"probe-{uuid.uuid4().hex[:8]}"
+    received, subscribed = threading.Event(), threading.Event()
+    crashing = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                           protocol=paho.MQTTv311, manual_ack=True)  # receives, never acks: a bridge before commit
+    crashing.on_subscribe = lambda *_: subscribed.set()
+    crashing.on_message = lambda *_: received.set()
+    crashing.connect(broker.host, broker.port)
+    crashing.loop_start()
+    try:
+        crashing.subscribe(f"{topic}/#", qos=1)
+        assert subscribed.wait(5), "no SUBACK"
+        with PahoClient(broker).connect() as publisher:
+            publisher.publish(f"{topic}/a", b"in-flight", qos=1)
+        assert received.wait(5), "the message never arrived"
+    finally:
+        crashing.loop_stop()
+        sock = crashing.socket()
+        if sock is not None:
+            sock.close()  # the connection ends without a PUBACK or a DISCONNECT, as when the process dies
+    with PahoClient(broker, client_id, clean_session=False) as back:
+        back.connect()
+        return _settles(lambda: back.payloads() == [b"in-flight"], timeout_s=3)
+
+
 _PROBES: dict[str, Callable[[RestartableBroker], bool | None]] = {
+    "redelivers_unacked": _probe_redelivers_unacked,
     "mqtt5": _probe_mqtt5, "shared_subscriptions": _probe_shared_subscriptions,
     "session_expiry": _probe_session_expiry, "queue_survives_broker_restart": _probe_queue_survives_broker_restart,
     "replay_without_retain": _probe_replay_without_retain,

@@ -109,6 +109,11 @@ LIMITS = (
           "`mqtt.protocol: auto` falls back to 3.1.1 (a pinned `\"5\"` fails with cause=protocol_not_supported); "
           "Receive Maximum and session expiry are not available, the broker's in-flight window bounds the "
           "messages handed over un-acked"),
+    Limit("redelivers_unacked", "un-acked QoS 1 sent again after a client crash",
+          {BrokerKind.MOSQUITTO: True, BrokerKind.AMQTT: False, BrokerKind.AEDES: True},
+          "a message the bridge had received but not yet committed and acknowledged when its process died is not "
+          "sent again, so a bridge crash can lose the messages in flight (ack-after-commit protects them only on "
+          "a broker that redelivers)"),
     Limit("shared_subscriptions", "shared subscriptions (`$share/`)",
           {BrokerKind.MOSQUITTO: True, BrokerKind.AMQTT: False, BrokerKind.AEDES: False},
           "no scale-out with `mqtt.shared_group`: the broker grants the `$share/...` subscription but takes it as "
