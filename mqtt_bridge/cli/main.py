@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--client-id", default="mqtt-bridge-publish")
     p.add_argument("--username")
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
+    p.add_argument("--protocol", choices=["auto", "5", "3.1.1"], default="auto",
+                   help="MQTT version, as mqtt.protocol: auto tries 5 and falls back to 3.1.1 (default: auto)")
     p.set_defaults(runs="publish")
 
     p = sub.add_parser("bench", help="benchmark the bridge against side-by-side baselines (needs Mosquitto)")
