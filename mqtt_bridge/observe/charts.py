@@ -97,11 +97,12 @@ def _runs(points: list[tuple[float, float] | None]) -> list[list[tuple[float, fl
 
 
 def render_chart(chart_id: str, title: str, unit: str, times_s: Sequence[float], series: Sequence[Series], *,
-                 reduce: Reduce = _mean, empty_text: str = "no data in this window",
+                 reduce: Reduce = _mean, empty_text: str = "no data in this window", has_legend: bool = False,
                  max_points: int = MAX_POINTS) -> str:
     """Draw one chart as a `<figure>` holding an inline `<svg>`: a line per series, y from 0 to a round maximum.
 
-    Fewer than two samples draw no axis but say `COLLECTING`; samples with nothing measured say `empty_text`.
+    Fewer than two samples draw no axis but say `COLLECTING`; samples with nothing measured say `empty_text`. A
+    legend names the series when there are several, or always with `has_legend` (e.g. the error classes).
     """
     caption = f"{title} ({unit})"
     head = f'<figure class="chart" id="{escape(chart_id)}"><figcaption>{escape(caption)}'
@@ -142,7 +143,7 @@ def render_chart(chart_id: str, title: str, unit: str, times_s: Sequence[float],
                 coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in run)
                 parts.append(f'<polyline data-series="{escape(line.name)}" points="{coords}" fill="none" '
                              f'stroke="{color}" stroke-width="1.5" stroke-linejoin="round"/>')
-        if len(lines) > 1:
+        if has_legend or len(lines) > 1:
             legend.append(f'<span class="key"><i style="background:{color}"></i>{escape(line.name)}</span>')
     parts.append("</svg>")
     keys = f'<div class="legend">{"".join(legend)}</div>' if legend else ""
@@ -177,8 +178,8 @@ def render_charts(samples: Sequence[HistorySample]) -> str:
         render_chart("chart-oldest", "Oldest waiting", "s", times,
                      one("oldest", [s.oldest_age_s for s in samples]), reduce=max),
         render_chart("chart-latency", "API latency, mean per interval", "ms", times, latency,
-                     empty_text="no API request in this window"),
-        render_chart("chart-errors", "API errors by class", "per min", times, _errors(samples)),
+                     empty_text="no API request in this window", has_legend=True),
+        render_chart("chart-errors", "API errors by class", "per min", times, _errors(samples), has_legend=True),
         render_chart("chart-dead", "Dead letters", "per min", times,
                      one("dead letters", [s.dead_letters_per_min for s in samples])),
     ))

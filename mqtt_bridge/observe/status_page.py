@@ -225,7 +225,7 @@ font-size:12px}.stage.dead_lettered{background:#ffebe9}.stage.delivered{backgrou
 .chart .collecting{color:var(--mute);margin:6px 0;font-style:italic}.legend{font-size:11px;color:var(--mute)}
 .legend .key{margin-right:10px;white-space:nowrap}.legend i{display:inline-block;width:10px;height:3px;
 margin-right:4px;vertical-align:middle}
-@media (max-width:420px){main{padding:10px;grid-template-columns:1fr}}
+@media (max-width:420px){main{padding:10px;grid-template-columns:minmax(0,1fr)}section .body{overflow-x:auto}}
 </style></head><body>
 <header><h1>mqtt-vision-bridge</h1><span id="overall" class="pill warn">loading</span>
 <span class="sub" id="meta"></span></header>

@@ -154,6 +154,13 @@ def test_charts_errors_draw_a_line_per_class_seen() -> None:
     assert "server" in _text(errors, "legend") and "network" in _text(errors, "legend")
 
 
+def test_charts_errors_name_the_class_even_when_only_one_had_errors() -> None:
+    """A single error class still gets its legend: the line alone would not say which class failed."""
+    root = _parse(render_charts([_sample(0), _sample(1, errors={"auth": 2.0}), _sample(2)]))
+    errors = next(f for f in root.iter("figure") if f.attrib["id"] == "chart-errors")
+    assert _text(errors, "legend") == "auth"
+
+
 def test_charts_status_page_says_collecting_before_the_first_samples() -> None:
     """Right after start (no sample yet) every chart says "collecting…"."""
     root = _parse(render_charts([]))
