@@ -181,18 +181,24 @@ def test_history_json_lists_samples_oldest_first_with_named_series() -> None:
     assert first["apiErrorsPerMin"] == dict.fromkeys(ERROR_CLASSES, 0.0)
 
 
-def test_history_run_samples_every_interval_until_stopped() -> None:
-    """`run` takes a sample every interval and returns once the stop event is set."""
-    stats = Stats()
-    history = _history(stats, interval_s=0.05)
+def _run_until(history: History, samples: int) -> threading.Thread:
+    """Run the sampling loop in a thread until the ring holds `samples`, then stop it; returns the joined thread."""
     stop = threading.Event()
     thread = threading.Thread(target=history.run, args=(stop,), name="history-test")
     thread.start()
     try:
-        wait_until(lambda: len(history) >= 3, timeout_s=10, message="three samples")
+        wait_until(lambda: len(history) >= samples, timeout_s=10, message=f"{samples} samples")
     finally:
         stop.set()
         thread.join(5)
+    return thread
+
+
+def test_history_run_samples_every_interval_until_stopped() -> None:
+    """`run` takes a sample every interval and returns once the stop event is set."""
+    stats = Stats()
+    history = _history(stats, interval_s=0.05)
+    thread = _run_until(history, samples=3)
     assert not thread.is_alive()
 
 
@@ -209,14 +215,7 @@ def test_history_run_survives_a_failing_sample() -> None:
         return gauges
 
     history = History(stats, state, lambda: gauges, interval_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=history.run, args=(stop,), name="history-test")
-    thread.start()
-    try:
-        wait_until(lambda: len(history) >= 2, timeout_s=10, message="samples after the failures")
-    finally:
-        stop.set()
-        thread.join(5)
+    _run_until(history, samples=2)
     assert stats.count("history_sample_errors") == 2
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -17,31 +16,14 @@ from mqtt_bridge.observe.metrics import BufferGauges
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
+from tests.unit.observe.state_stub import StateStub
 
 TOKEN = "tok-hist-5e1"
 _SVG = "{http://www.w3.org/2000/svg}"
 
 
-@dataclass
-class _State:
-    is_alive: bool = True
-    is_ready: bool = True
-    mqtt_connected: bool = True
-    mqtt_subscribed: bool = True
-    api_ready: bool = True
-    buffer_writable: bool = True
-    backpressured: bool = False
-    buffer_depth: int = 7
-    dead_letters: int = 0
-    last_error: str = ""
-    api_not_ready_reason: str = ""
-    mqtt_problem: str = ""
-    mqtt_protocol: str = "5"
-    not_ready_reason: str = ""
-
-
 def _report(stats: Stats, history: History | None) -> StatusReport:
-    state = _State()
+    state = StateStub(buffer_depth=7)
     return StatusReport(stats, lambda: state, lambda: BufferGauges(0, 3.0), MessageTrace(10), ["inspection"],
                         history=history)
 
@@ -53,13 +35,13 @@ def stats() -> Stats:
 
 @pytest.fixture
 def history(stats: Stats) -> History:
-    state = _State()
+    state = StateStub(buffer_depth=7)
     return History(stats, lambda: state, lambda: BufferGauges(0, 3.0), interval_s=10.0)
 
 
 @pytest.fixture
 def server(stats: Stats, history: History) -> Iterator[HealthServer]:
-    running = HealthServer("127.0.0.1", 0, _State, report=_report(stats, history), token=TOKEN)
+    running = HealthServer("127.0.0.1", 0, StateStub, report=_report(stats, history), token=TOKEN)
     running.start()
     try:
         yield running
@@ -130,7 +112,7 @@ def test_status_page_says_collecting_before_the_first_sample(server: HealthServe
 
 def test_status_page_without_history_has_no_charts(stats: Stats) -> None:
     """A report built without a history serves the page without the chart section, and no history routes."""
-    running = HealthServer("127.0.0.1", 0, _State, report=_report(stats, None))
+    running = HealthServer("127.0.0.1", 0, StateStub, report=_report(stats, None))
     running.start()
     try:
         status, _, body = _get(running, "/status", token=None)
