@@ -115,10 +115,11 @@ def render_chart(chart_id: str, title: str, unit: str, times_s: Sequence[float],
     times, lines = _downsample(times_s, series, reduce, max_points)
     top = _nice_ceiling(max(measured))
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
-    span_s = max(times[-1] - times[0], 1e-9)
 
-    def x(at_s: float) -> float:
-        return _LEFT + (at_s - times[0]) / span_s * plot_w
+    def x(index: int) -> float:
+        # by position, not by time: samples come at a fixed interval, and a wall clock that is stepped (NTP on a
+        # box without a real-time clock) must not fold the line back; the labels show the first and last time
+        return _LEFT + index / (len(times) - 1) * plot_w
 
     def y(value: float) -> float:
         return _TOP + plot_h - min(max(value, 0.0), top) / top * plot_h
@@ -135,7 +136,7 @@ def render_chart(chart_id: str, title: str, unit: str, times_s: Sequence[float],
     legend: list[str] = []
     for index, line in enumerate(lines):
         color = _COLORS[index % len(_COLORS)]
-        points = [None if v is None else (x(t), y(v)) for t, v in zip(times, line.values, strict=True)]
+        points = [None if v is None else (x(i), y(v)) for i, v in enumerate(line.values)]
         for run in _runs(points):
             if len(run) == 1:
                 parts.append(f'<circle cx="{run[0][0]:.1f}" cy="{run[0][1]:.1f}" r="1.8" fill="{color}"/>')

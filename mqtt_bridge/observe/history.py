@@ -94,9 +94,9 @@ class HistorySample:
 
 @dataclass(frozen=True, slots=True)
 class _Totals:
-    """The counter values a sample is the difference of."""
+    """The counter values a sample is the difference of, and when they were read (`time.monotonic`)."""
 
-    at_s: float
+    clock_s: float
     received: int
     delivered: int
     dead_letters: int
@@ -104,7 +104,7 @@ class _Totals:
     latency: tuple[tuple[float, int], ...]  # (sum_s, count) per operation of LATENCY_OPERATIONS
 
 
-def _totals(stats: Stats, now_s: float) -> _Totals:
+def _totals(stats: Stats, clock_s: float) -> _Totals:
     received = delivered = dead = 0
     errors = dict.fromkeys(ERROR_CLASSES, 0)
     for (name, label), value in stats.counters().items():
@@ -122,7 +122,7 @@ def _totals(stats: Stats, now_s: float) -> _Totals:
     empty = HistogramSnapshot((), 0.0, 0)
     latency = tuple((snap.sum, snap.count) for snap in
                     (histograms.get(("api_request_seconds", op), empty) for op in LATENCY_OPERATIONS))
-    return _Totals(now_s, received, delivered, dead, tuple(errors.values()), latency)
+    return _Totals(clock_s, received, delivered, dead, tuple(errors.values()), latency)
 
 
 class History:
@@ -139,9 +139,7 @@ class History:
         self.capacity = max(2, math.ceil(window_s / interval_s))
         self._lock = threading.Lock()
         self._samples: deque[HistorySample] = deque(maxlen=self.capacity)  # the bound: old samples fall out
-        # the counters start at zero when the bridge does: the first interval is measured from then
-        self._last = _Totals(stats.started_at_s, 0, 0, 0, (0,) * len(ERROR_CLASSES),
-                             ((0.0, 0),) * len(LATENCY_OPERATIONS))
+        self._last: _Totals | None = None  # before the first sample: the counters' zero at the bridge's start
 
     def __len__(self) -> int:
         with self._lock:
@@ -153,14 +151,24 @@ class History:
             return list(self._samples)
 
     def sample(self, now_s: float | None = None) -> HistorySample:
-        """Take one sample now (Unix time `now_s`, for tests): rates since the previous one, gauges as they are."""
+        """Take one sample now (Unix time `now_s`, for tests): rates since the previous one, gauges as they are.
+
+        Intervals are measured on the monotonic clock (a stepped wall clock must not make a rate spike); the first
+        one runs from the bridge's start (`Stats.started_at_s`), when every counter was zero.
+        """
+        clock_s = time.monotonic() if now_s is None else now_s
         now_s = time.time() if now_s is None else now_s
-        current = _totals(self._stats, now_s)
+        current = _totals(self._stats, clock_s)
         depth = self._state().buffer_depth
         oldest_age_s = self._buffer().oldest_age_s
         with self._lock:
             before, self._last = self._last, current
-            elapsed_s = max(now_s - before.at_s, 1e-3)
+            if before is None:
+                elapsed_s = now_s - self._stats.started_at_s
+                before = _Totals(clock_s, 0, 0, 0, (0,) * len(ERROR_CLASSES), ((0.0, 0),) * len(LATENCY_OPERATIONS))
+            else:
+                elapsed_s = clock_s - before.clock_s
+            elapsed_s = max(elapsed_s, 1e-3)
 
             def per_s(after: int, earlier: int) -> float:
                 return max(0, after - earlier) / elapsed_s

@@ -52,6 +52,15 @@ def test_charts_draw_one_point_per_sample_in_valid_svg() -> None:
     assert ys[2] < ys[4] < ys[3] < ys[1] < ys[0]  # SVG y grows downwards
 
 
+def test_charts_place_samples_by_position_when_the_wall_clock_steps_back() -> None:
+    """A wall clock stepped back between samples (NTP on a box without an RTC) does not fold the line back."""
+    times = [START_S, START_S + 10.0, START_S - 3600.0, START_S - 3590.0]
+    root = _parse(render_chart("chart-x", "T", "u", times, [Series("s", (1.0, 2.0, 3.0, 4.0))]))
+    (line,) = _points(root)
+    xs = [x for x, _ in line]
+    assert xs == sorted(xs) and len(set(xs)) == 4
+
+
 def test_charts_axis_labels_are_zero_a_round_maximum_and_the_times() -> None:
     """The y axis runs from 0 to a round value at or above the largest sample; x shows first and last time (UTC)."""
     root = _chart([0.5, 7.3, 2.0])
