@@ -2,7 +2,7 @@
 
 Owns: the document (plain data, for `config.dump`) built from the survey's findings and the broker settings
 discover used: the `mqtt` section (host, port, TLS, user; a fixed client id of the bridge's own, never the
-listener's random one), the `api` and `buffer` sections with environment defaults, and per pattern a route: its
+listener's random one), the `api`, `buffer` and `health` sections with environment defaults, and per pattern a route: its
 topic template, the format, `use_case: CHANGE_ME`, `device_id`/`stream_id`/metadata from the varying levels, and
 the image reference found (companion topic and key, URL field with the hosts seen, file field with its folder,
 base64 field). Patterns that cannot become a route as they are (an unknown format, Sparkplug without its metric
@@ -87,17 +87,15 @@ def _image_section(finding: Finding, notes: list[str]) -> dict[str, object] | No
             notes.append(f"{template}: its companion images are paired by topic levels and arrival order only "
                          "(no payload field names the image); check image.companion.key")
         return {"companion": companion}
-    if finding.image == ImageKind.URL and finding.image_field:
-        url: dict[str, object] = {"field": finding.image_field}
-        if finding.url_hosts:
-            url["allow_hosts"] = list(finding.url_hosts)
-            private = sorted({host.rsplit(":", 1)[0].strip("[]") for host in finding.url_hosts
-                              if _is_private_host(host.rsplit(":", 1)[0])})
-            if private:
-                url["allow_private_networks"] = [f"{ipaddress.ip_address(h)}/{32 if ':' not in h else 128}"
-                                                 for h in private if h != "localhost"]
-                notes.append(f"{template}: its image URLs point into private networks ({', '.join(private)}); "
-                             "image.url.allow_private_networks allows exactly those: review it")
+    if finding.image == ImageKind.URL and finding.image_field and finding.url_hosts:
+        url: dict[str, object] = {"field": finding.image_field, "allow_hosts": list(finding.url_hosts)}
+        private = sorted({host.rsplit(":", 1)[0].strip("[]") for host in finding.url_hosts
+                          if _is_private_host(host.rsplit(":", 1)[0])})
+        if private:
+            url["allow_private_networks"] = [f"{ipaddress.ip_address(h)}/{32 if ':' not in h else 128}"
+                                             for h in private if h != "localhost"]
+            notes.append(f"{template}: its image URLs point into private networks ({', '.join(private)}); "
+                         "image.url.allow_private_networks allows exactly those: review it")
         return {"url": url}
     if finding.image == ImageKind.FILE and finding.image_field and finding.file_roots:
         notes.append(f"{template}: images are read from files under {', '.join(finding.file_roots)}; the bridge "
@@ -154,6 +152,7 @@ def build_starter(findings: list[Finding], mqtt: MqttConfig) -> StarterConfig:
         "mqtt": _mqtt_section(mqtt),
         "api": {"base_url": "${ROBOFLOW_API_URL:-https://api.roboflow.com}", "api_key": "${ROBOFLOW_API_KEY}"},
         "buffer": {"path": "${MQTT_BRIDGE_BUFFER:-/var/lib/mqtt-bridge}"},
+        "health": {"port": "${MQTT_BRIDGE_HEALTH_PORT:-9100}"},
         "routes": routes,
     }
     if routes:

@@ -9,6 +9,7 @@ field, as a URL or as a file path in a field; and the scalar fields of a JSON pa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -20,6 +21,7 @@ from mqtt_bridge.decode import frigate, sparkplug
 from mqtt_bridge.decode.auto import detect_format
 from mqtt_bridge.decode.base import Message
 from mqtt_bridge.decode.registry import build_decoder
+from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.images.checks import sniff_image_type
 from mqtt_bridge.model.values import JsonValue
 
@@ -87,12 +89,25 @@ def scalar_fields(document: JsonValue) -> dict[str, str]:
     return out
 
 
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://")) and len(value) < 2048
+
+
+def _is_image_path(value: str) -> bool:
+    return len(value) < 1024 and _IMAGE_PATH_RE.match(value) is not None
+
+
+def _is_base64_image(value: str) -> bool:
+    return len(value) >= _MIN_BASE64_CHARS and value.startswith(_BASE64_IMAGE_PREFIXES)
+
+
+_REFERENCE_TESTS: tuple[tuple[ImageKind, Callable[[str], bool]], ...] = (
+    (ImageKind.URL, _is_url), (ImageKind.FILE, _is_image_path), (ImageKind.BASE64, _is_base64_image))
+
+
 def _reference_in(fields: dict[str, str]) -> tuple[ImageKind, str, str] | None:
     """The first field that holds an image URL, file path or base64 image, in that order of preference."""
-    for kind, test in ((ImageKind.URL, lambda v: v.startswith(("http://", "https://")) and len(v) < 2048),
-                       (ImageKind.FILE, lambda v: len(v) < 1024 and _IMAGE_PATH_RE.match(v) is not None),
-                       (ImageKind.BASE64, lambda v: len(v) >= _MIN_BASE64_CHARS
-                        and v.startswith(_BASE64_IMAGE_PREFIXES))):
+    for kind, test in _REFERENCE_TESTS:
         for path, value in fields.items():
             if test(value):
                 return kind, path, value if kind != ImageKind.BASE64 else ""
@@ -104,7 +119,7 @@ def _has_inline_image(format_name: str, topic: str, payload: bytes) -> bool:
     try:
         decoder = build_decoder(format_name, _probe_route(format_name))
         return any(decoded.image for decoded in decoder.decode(Message(topic, payload, 0.0)))
-    except Exception:  # a probe only: a message the decoder refuses simply shows no inline image
+    except DecodeError:  # a probe only: a message the decoder refuses simply shows no inline image
         return False
 
 
