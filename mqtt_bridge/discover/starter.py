@@ -2,8 +2,8 @@
 
 Owns: the document (plain data, for `config.dump`) built from the survey's findings and the broker settings
 discover used: the `mqtt` section (host, port, TLS, user; a fixed client id of the bridge's own, never the
-listener's random one), the `api`, `buffer` and `health` sections with environment defaults, and per pattern a route: its
-topic template, the format, `use_case: CHANGE_ME`, `device_id`/`stream_id`/metadata from the varying levels, and
+listener's random one), the `api`, `buffer` and `health` sections with environment defaults, and per pattern a
+route: its topic template, the format, `use_case: CHANGE_ME`, `device_id`/`stream_id`/metadata from the varying levels, and
 the image reference found (companion topic and key, URL field with the hosts seen, file field with its folder,
 base64 field). Patterns that cannot become a route as they are (an unknown format, Sparkplug without its metric
 mapping, raw images no detection claimed) are listed in the header instead. `build_starter` checks the result
@@ -68,9 +68,24 @@ def _device_levels(finding: Finding) -> tuple[str | None, str | None]:
     return device, None
 
 
+def _host_of(netloc: str) -> str:
+    """The host of a URL's `host[:port]` (an IPv6 literal without its brackets)."""
+    if netloc.startswith("["):
+        return netloc[1:netloc.find("]")] if "]" in netloc else netloc[1:]
+    return netloc.split(":", 1)[0]
+
+
+def _networks(host: str) -> list[str]:
+    """The single-address networks that allow `host` (localhost: both loopback addresses)."""
+    if host == "localhost":
+        return ["127.0.0.1/32", "::1/128"]
+    address = ipaddress.ip_address(host)
+    return [f"{address}/{address.max_prefixlen}"]
+
+
 def _is_private_host(host: str) -> bool:
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
     return address.is_private or address.is_loopback or address.is_link_local
@@ -89,11 +104,9 @@ def _image_section(finding: Finding, notes: list[str]) -> dict[str, object] | No
         return {"companion": companion}
     if finding.image == ImageKind.URL and finding.image_field and finding.url_hosts:
         url: dict[str, object] = {"field": finding.image_field, "allow_hosts": list(finding.url_hosts)}
-        private = sorted({host.rsplit(":", 1)[0].strip("[]") for host in finding.url_hosts
-                          if _is_private_host(host.rsplit(":", 1)[0])})
+        private = sorted({_host_of(netloc) for netloc in finding.url_hosts if _is_private_host(_host_of(netloc))})
         if private:
-            url["allow_private_networks"] = [f"{ipaddress.ip_address(h)}/{32 if ':' not in h else 128}"
-                                             for h in private if h != "localhost"]
+            url["allow_private_networks"] = sorted({network for host in private for network in _networks(host)})
             notes.append(f"{template}: its image URLs point into private networks ({', '.join(private)}); "
                          "image.url.allow_private_networks allows exactly those: review it")
         return {"url": url}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mqtt_bridge.model.capture import CaptureFormatError, CapturedMessage
+from mqtt_bridge.model.capture import CapturedMessage, CaptureFormatError
 
 
 def test_capture_line_round_trips_topic_payload_qos_retain_and_time() -> None:
