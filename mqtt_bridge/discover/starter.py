@@ -1,13 +1,13 @@
 """The starter config discover writes: one route per detection pattern, ready for `check-config`.
 
-Owns: the document (plain data, for `config.dump`) built from the survey's findings and the broker settings
-discover used: the `mqtt` section (host, port, TLS, user; a fixed client id of the bridge's own, never the
-listener's random one), the `api`, `buffer` and `health` sections with environment defaults, and per pattern a
-route: its topic template, the format, `use_case: CHANGE_ME`, `device_id`/`stream_id`/metadata from the varying
-levels, and the image reference found (companion topic and key, URL field with the hosts seen, file field with its folder,
-base64 field). Patterns that cannot become a route as they are (an unknown format, Sparkplug without its metric
-mapping, raw images no detection claimed) are listed in the header instead. `build_starter` checks the result
-with `config.load.parse_config`, the same validation `check-config` runs.
+Owns: the document (plain data, for `config.dump`) built from the survey's findings and the broker settings discover
+used: the `mqtt` section (host, port, TLS, user; a fixed client id of the bridge's own, never the listener's random
+one), the `api`, `buffer` and `health` sections with environment defaults, and per pattern a route: its topic
+template, the format, `use_case: CHANGE_ME`, `device_id`/`stream_id`/metadata from the varying levels, and the image
+reference found (companion topic and key, URL field with the hosts seen, file field with its folder, base64 field).
+Patterns that cannot become a route as they are (an unknown format, Sparkplug without its metric mapping, raw images
+no detection claimed) are listed in the header instead. `build_starter` checks the result with
+`config.load.parse_config`, the same validation `check-config` runs.
 """
 
 from __future__ import annotations
