@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -114,8 +115,8 @@ def test_starter_routes_turn_the_heard_detections_into_events() -> None:
     starter = build_starter(list(_findings().values()), MQTT)
     config = parse_config(starter.document, env={"ROBOFLOW_API_KEY": "k"})
     dry_run = DryRun(list(config.routes), config.mqtt.max_payload_bytes)
-    factory = dry_run.run("factory/line2/cam1/detections", _plant_traffic()[2].payload)
-    [event] = factory["events"]  # type: ignore[misc]
-    assert event["deviceId"] == "line2-cam1" and event["streamId"] == "cam1"  # type: ignore[index]
-    assert event["customMetadata"]["line"] == "line2"  # type: ignore[index]
+    factory: dict[str, Any] = dry_run.run("factory/line2/cam1/detections", _plant_traffic()[2].payload)
+    [event] = factory["events"]
+    assert event["deviceId"] == "line2-cam1" and event["streamId"] == "cam1"
+    assert event["customMetadata"]["line"] == "line2"
     assert factory.get("images")

@@ -22,6 +22,10 @@ ROUTES: list[dict[str, object]] = [
 ]
 
 
+def _feed(replay: CaptureReplay, message: CapturedMessage) -> list[Any]:
+    return list(replay.feed(message))
+
+
 def _replay() -> CaptureReplay:
     config = parse_config({"api": {"api_key": "k"}, "buffer": {"path": "/tmp/unused"}, "routes": ROUTES}, env={})
     return CaptureReplay(list(config.routes), 2**20)
@@ -56,7 +60,7 @@ def test_replay_window_is_measured_in_capture_time() -> None:
     """A detection whose image does not come within window_s of capture time goes on without it, noted."""
     replay = _replay()
     replay.feed(_msg("station/l3/detections", _detection(1), 10.0))
-    late = replay.feed(_msg("station/l3/image/9", tiny_png(9), 15.5))  # another frame, after the window
+    late = _feed(replay, _msg("station/l3/image/9", tiny_png(9), 15.5))  # another frame, after the window
     assert len(late) == 1 and not late[0].get("images")
     assert late[0]["events"][0]["customMetadata"]["imageMissing"] == "window_expired"
     assert replay.counts.unpaired == 1
@@ -84,7 +88,7 @@ def test_replay_debounces_in_capture_time() -> None:
     """The same alarm 5 s later (capture time) is debounced; 20 s later it is an event again."""
     replay = _replay()
     payload = build_message(detections=[Detection("person", 0.9, 10, 10, 4, 4)])
-    counts = [len(replay.feed(_msg("alarm/cam1", payload, t))[0]["events"]) for t in (100.0, 105.0, 120.0)]
+    counts = [len(_feed(replay, _msg("alarm/cam1", payload, t))[0]["events"]) for t in (100.0, 105.0, 120.0)]
     assert counts == [1, 0, 1]
     assert replay.counts.suppressed == 1
 
@@ -101,6 +105,6 @@ def test_replay_gives_the_event_ids_of_a_plain_dry_run() -> None:
 def test_replay_does_not_fetch_urls_unless_asked() -> None:
     """A url image is not fetched by default: the outcome says so and the event goes on without it."""
     replay = _replay()
-    [outcome] = replay.feed(_msg("snap/cam2", b'{"predictions": [], "url": "http://10.0.0.9/a.jpg"}', 1.0))
+    [outcome] = _feed(replay, _msg("snap/cam2", b'{"predictions": [], "url": "http://10.0.0.9/a.jpg"}', 1.0))
     assert "url" in outcome["image_not_resolved"]
     assert replay.counts.not_resolved == 1
