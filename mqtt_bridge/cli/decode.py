@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -88,6 +89,9 @@ def _replay(path: str, config: BridgeConfig, now: datetime | None, *, resolve: b
     try:
         for outcome in replay.replay(_read_capture(path)):
             out.write(orjson.dumps(outcome) + b"\n")
+    except BrokenPipeError:  # `| head`: the reader has seen enough; keep the exit's flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG

@@ -161,6 +161,9 @@ def build_starter(findings: list[Finding], mqtt: MqttConfig) -> StarterConfig:
         if finding.retained:
             notes.append(f"{finding.pattern.template}: {finding.retained} retained message(s) seen; the bridge "
                          "sends a retained message again after each restart")
+    if mqtt.protocol == "3.1.1":
+        notes.append("mqtt.protocol is 3.1.1, as discover connected; `auto` uses MQTT 5 where the broker speaks it "
+                     "(the bridge's Receive Maximum then bounds un-acked messages)")
     document: dict[str, object] = {
         "mqtt": _mqtt_section(mqtt),
         "api": {"base_url": "${ROBOFLOW_API_URL:-https://api.roboflow.com}", "api_key": "${ROBOFLOW_API_KEY}"},

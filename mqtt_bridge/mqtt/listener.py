@@ -147,7 +147,7 @@ class ReadOnlyListener:
             if not self._ready.is_set():
                 self._failure = diagnose_close(self._endpoint, before_connack=True, socket_error="")
                 self._ready.set()
-            elif int(reason_code.value) != 0:
+            elif int(reason_code.value) != 0 and self._failure is None:
                 log.warning("listener disconnected host=%s port=%d reason=%s (paho reconnects)", self._config.host,
                             self._config.port, reason_code)
         except Exception:  # a paho callback
