@@ -1,10 +1,11 @@
 """The survey: what discover heard, per topic pattern (rate, size, format, images, the levels that vary).
 
-Owns: taking every heard message (`add`, bounded: at most `max_topics` topics are told apart, a few samples
-kept per topic), and turning them into `Finding`s: the inferred patterns of `patterns`, with their traffic
-figures, the format and image kind most of their messages had, the URL hosts and file folders their images come
-from, and the companion link of a raw-image pattern to the detection pattern it belongs to (the longest shared
-topic prefix; the key is the payload field whose values are the image topic's varying level). No I/O.
+Owns: taking every heard message (`add`, bounded: at most `max_topics` topics are told apart, the first `_INSPECTED`
+messages of each inspected, a few samples kept), and turning them into `Finding`s: the inferred patterns of
+`patterns`, with their traffic figures, the format and image kind most of their messages had, the URL hosts and file
+folders their images come from, and the companion link of a raw-image pattern to the detection pattern it belongs to
+(the longest shared topic prefix; the key is the payload field whose values are the image topic's varying level). No
+I/O.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from mqtt_bridge.model.capture import CapturedMessage
 __all__ = ["CompanionLink", "Finding", "Survey"]
 
 _SAMPLES = 30  # field samples kept per topic (companion keys)
+_INSPECTED = 50  # messages per topic whose format and image are inspected (the rest are only counted: a busy topic
+# must not make discover decode every image it carries)
 _KEY_MATCH_SHARE = 0.5  # share of detection samples whose field value must be an observed image level value
 
 
@@ -31,7 +34,6 @@ class _TopicStats:
     max_bytes: int = 0
     retained: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
-    first: Traits | None = None
     by_kind: dict[str, Traits] = field(default_factory=dict)
     samples: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     references: set[str] = field(default_factory=set)
@@ -84,11 +86,13 @@ class Survey:
                 self.untracked += 1
                 return
             stats = self._topics[topic] = _TopicStats()
-        traits = inspect_message(topic, message.payload)
         stats.messages += 1
         stats.total_bytes += len(message.payload)
         stats.max_bytes = max(stats.max_bytes, len(message.payload))
         stats.retained += message.retain
+        if stats.messages > _INSPECTED:
+            return
+        traits = inspect_message(topic, message.payload)
         stats.kinds[traits.kind] += 1
         stats.by_kind.setdefault(traits.kind, traits)
         if traits.fields:

@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-import orjson
-
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import CompanionJoin, JoinOutcome
 from mqtt_bridge.images.reference_plans import build_plans
 from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.capture import CapturedMessage
-from mqtt_bridge.model.values import JsonDict, JsonValue
+from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.dryrun import DryRun
 
@@ -125,19 +123,16 @@ class CaptureReplay:
                 outcome["image_not_resolved"] = f"{plan.kind.value} (give --fetch-images to fetch or read it)"
                 outcomes.append(outcome)
             return True
-        document: JsonValue = None
-        if plan.key_reads_payload:
-            try:
-                document = orjson.loads(message.payload)
-            except orjson.JSONDecodeError:
-                return False
         try:
-            key = plan.key.render(captures, topic, document)
+            detection_key = plan.detection_key(message.payload, topic, captures)
         except DecodeError:
             self.counts.unpaired += 1
             outcomes.append(self._run(message, Attachment(ReferenceKind.COMPANION, missing="no_key")))
             return True
-        self._hand_on(self._joins[route.index].add_detection(message, key, message.received_at_s), outcomes)
+        if detection_key is None:
+            return False
+        self._hand_on(self._joins[route.index].add_detection(message, detection_key, message.received_at_s),
+                      outcomes)
         return True
 
     def _expire(self, now_s: float) -> list[JsonDict]:
