@@ -104,6 +104,8 @@ def _listen(mqtt: MqttConfig, filters: list[str], seconds: float, on_message: Ca
                 progress.label = progress_label()
                 progress.advance(int(elapsed) - shown)
                 shown = int(elapsed)
+        progress.label = progress_label()
+        progress.advance(progress.total - progress.done)  # the full bar: the time is up
     except KeyboardInterrupt:
         pass
     finally:
