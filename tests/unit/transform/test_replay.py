@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mqtt_bridge.config.load import parse_config
 from mqtt_bridge.model.capture import CapturedMessage
@@ -108,3 +113,33 @@ def test_replay_does_not_fetch_urls_unless_asked() -> None:
     [outcome] = _feed(replay, _msg("snap/cam2", b'{"predictions": [], "url": "http://10.0.0.9/a.jpg"}', 1.0))
     assert "url" in outcome["image_not_resolved"]
     assert replay.counts.not_resolved == 1
+
+
+SPARKPLUG = Path(__file__).resolve().parents[2] / "payloads" / "sparkplug"
+
+
+def _sparkplug_replay() -> CaptureReplay:
+    spec = yaml.safe_load((SPARKPLUG / "routes.yaml").read_text())
+    config = parse_config({"api": {"api_key": "k"}, "buffer": {"path": "/tmp/unused"}, "routes": spec["routes"]},
+                          env={})
+    return CaptureReplay(list(config.routes), 2**20, now=datetime.fromisoformat(spec["received_at"]))
+
+
+def _sparkplug(case: str, topic: str, t: float) -> CapturedMessage:
+    """A golden Sparkplug payload captured `t` seconds after the golden files' receive time."""
+    received_at_s = datetime.fromisoformat(str(yaml.safe_load((SPARKPLUG / "routes.yaml").read_text())[
+        "received_at"])).timestamp()
+    return _msg(topic, (SPARKPLUG / f"{case}.bin").read_bytes(), received_at_s + t)
+
+
+def test_replay_keeps_sparkplug_births_for_the_data_that_follows() -> None:
+    """NBIRTH and DBIRTH earlier in the capture announce the aliases: the DDATA decodes to the golden events."""
+    node, device = "spBv1.0/PlantA/NBIRTH/Line3-Edge", "spBv1.0/PlantA/DBIRTH/Line3-Edge/Cam07"
+    data = "spBv1.0/PlantA/DDATA/Line3-Edge/Cam07"
+    expected = json.loads((SPARKPLUG / "ddata_dataset.expected.json").read_text())
+    replay = _sparkplug_replay()
+    outcomes = [o for m in (_sparkplug("nbirth", node, 1.0), _sparkplug("dbirth", device, 2.0),
+                            _sparkplug("ddata_dataset", data, 3.0)) for o in _feed(replay, m)]
+    assert [e["eventId"] for e in outcomes[-1]["events"]] == [e["eventId"] for e in expected["events"]]
+    alone = _feed(_sparkplug_replay(), _sparkplug("ddata_dataset", data, 3.0))
+    assert alone[0]["dead_letter"]["reason"] == "unknown_alias"
