@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: help demo test check lint typecheck unit it faults fuzz-atheris schema clean bench
+.PHONY: help demo test check lint typecheck unit it faults fuzz-atheris schema clean bench interop-table
 
 help:
 	@echo "make demo    run broker + emulator + bridge + simulated line (Ctrl-C stops)"
 	@echo "make test    ruff + mypy + the whole test suite"
 	@echo "make check   ruff + mypy only"
 	@echo "make unit    unit tests only;  make it   integration tests only"
-	@echo "make faults  the fault-injection suite alone, results into the README (ARGS=--soak: longer)"
+	@echo "make faults  the fault-injection suite alone, results into deploy/guarantees.md (ARGS=--soak: longer)"
+	@echo "make interop-table  the broker interop suite, its results into deploy/brokers.md"
 	@echo "make fuzz-atheris  coverage-guided fuzzing of decoders, ingest and config (optional; FUZZ_SECONDS=60)"
 	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
 	@echo "make image   build the container image (podman or docker);  make image-test  build it, run it and compose"
@@ -52,11 +53,18 @@ unit: $(VENV)/.dev
 it: $(VENV)/.dev
 	$(BIN)/pytest -q tests/integration
 
-# the fault-injection suite alone (issue 6); it writes its results table into the README.
+# the fault-injection suite alone (issue 6); it writes its results table into deploy/guarantees.md.
 # `make faults ARGS=--soak` runs it longer; `ARGS=--fault-seed=N` replays a run.
 ARGS ?=
 faults: $(VENV)/.dev
-	$(BIN)/pytest -q tests/faults --faults-results README.md $(ARGS)
+	$(BIN)/pytest -q tests/faults --faults-results deploy/guarantees.md $(ARGS)
+
+# the broker interop suite (issue 13 item 3): Mosquitto, amqtt and Aedes (npm); the table in deploy/brokers.md is
+# rendered from its results (tests/interop/table.py), and the generator exits 1 if a cell did not pass
+interop-table: $(VENV)/.dev
+	rm -f test-artifacts/interop-results.json
+	$(BIN)/pytest -q tests/integration/test_brokers.py || true
+	$(BIN)/python -m tests.interop.table --results test-artifacts/interop-results.json --write deploy/brokers.md
 
 # optional coverage-guided fuzzing (atheris, if it installs here): FUZZ_SECONDS per target; crashes go to test-artifacts/
 FUZZ_SECONDS ?= 60

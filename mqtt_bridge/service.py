@@ -31,6 +31,7 @@ from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.mqtt.publisher import MqttPublisher
 from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.health import HealthServer
+from mqtt_bridge.observe.history import History
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
 from mqtt_bridge.observe.ledger_recorder import LedgerRecorder
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
@@ -111,6 +112,7 @@ class Service:
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
         self._health: HealthServer | None = None
+        self._history_thread: threading.Thread | None = None  # samples the status page's charts; stops on stop_event
         self._stopped = False
 
     @property
@@ -177,13 +179,17 @@ class Service:
             self._buffer.close()
             raise
         if config.health.enabled:
+            history = History(self.stats, self.state, self._buffer_gauges,
+                              interval_s=config.health.history_interval_s)
             report = StatusReport(self.stats, self.state, self._buffer_gauges, self.trace,
-                                  [route.label for route in self._router.routes], self._receipts is not None)
+                                  [route.label for route in self._router.routes], self._receipts is not None,
+                                  history=history)
             token = config.health.token.get_secret_value() if config.health.token else None
             self._health = HealthServer(config.health.host, config.health.port, self.state,
                                         metrics=self.metrics.render, report=report, token=token,
                                         allowed_hosts=config.health.allowed_hosts)
             self._health.start()
+            self._history_thread = self._spawn("history", lambda: history.run(self.stop_event))
         if self._receipts is not None and self._receipt_client is not None:
             self._receipt_client.start_background(max_queued=10_000)
             receipts = self._receipts
@@ -339,6 +345,7 @@ class Service:
             self._receipt_client.close()
         if self._api is not None:
             self._api.close()
+        _join(self._history_thread, deadline)
         if self._health is not None:
             self._health.stop()
         if not any(t.is_alive() for t in self._threads):
