@@ -2,7 +2,8 @@
 
 - `naive`: what people write (issue 14 item 5): `paho.Client(CallbackAPIVersion.VERSION2)` with paho's defaults
   (MQTT 3.1.1, auto-ack), one `on_message` that appends `json.loads(payload)` to a list, and a sender thread that
-  posts 100 at a time to the batch endpoint with a `requests.Session` (`json=`). Not durable: it acks before
+  posts 100 at a time to the batch endpoint with a `requests.Session` (`json=`), a partial batch once its oldest
+  message waited `--max-wait-s` (the bridge's `flush.max_wait_s` in the same run). Not durable: it acks before
   anything is stored and loses data on any crash or API error. The only non-default is `clean_session=False` with a
   fixed client id, without which no script can drain a backlog queued while it was away (the drain mode).
 - `naive-mqtt5`: the same script on MQTT 5 (session expiry 1 h, paho's default Receive Maximum): the protocol's cost.
@@ -80,10 +81,15 @@ def _subscriber(args: argparse.Namespace) -> None:
     def sender() -> None:
         session = requests.Session()
         url = f"{args.sink}/vision-events/batch"
+        oldest = 0.0
         while True:
-            chunk = batch[:100]
-            del batch[:len(chunk)]
-            if chunk:
+            if batch and not oldest:
+                oldest = time.monotonic()
+            # 100 per POST; a partial batch once its oldest message waited max_wait_s (or at the end)
+            if len(batch) >= 100 or (batch and (done.is_set() or time.monotonic() - oldest >= args.max_wait_s)):
+                chunk = batch[:100]
+                del batch[:len(chunk)]
+                oldest = 0.0
                 session.post(url, json={"events": chunk}, headers={"Authorization": "Bearer bench"}, timeout=30)
             elif done.is_set():
                 return
@@ -149,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sink", default="")
     parser.add_argument("--client-id", default="bench-baseline")
     parser.add_argument("--topic", default="bench/+/+/detections")
+    parser.add_argument("--max-wait-s", type=float, default=0.5, help="naive: post a partial batch after this")
     parser.add_argument("--setup-only", action="store_true", help="create the session, then exit")
     parser.add_argument("--batch", type=int, default=100, help="sink-load: events per POST")
     parser.add_argument("--clients", type=int, default=2, help="sink-load: parallel connections")

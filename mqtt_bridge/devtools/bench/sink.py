@@ -3,8 +3,9 @@
 Owns: accepting `POST /vision-events/batch` and `/upload` as fast as the stdlib allows (HTTP/1.1 keep-alive), and
 recording per event: its `eventId` and how often it was written, its `seq` (from `customMetadata`, or from
 `metadata` when a script posts the message as is) and the end-to-end latency taken from the `sent_ns` metadata the
-load generator puts into each message. `GET /_sink/stats` reports counts and latency percentiles;
-`POST /_sink/reset` clears. Runs as its own process: `python -m mqtt_bridge.devtools.bench.sink --port N`.
+load generator puts into each message. `GET /_sink/stats` reports counts and latency percentiles; `GET /_sink/count`
+is the cheap poll while a run is under way; `POST /_sink/reset` clears. Runs as its own process:
+`python -m mqtt_bridge.devtools.bench.sink --port N`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class SinkState:
                     "first_s": self.first_s, "last_s": self.last_s,
                     "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
 
+    def count(self) -> dict[str, object]:
+        """The cheap poll: how many messages arrived (no percentiles, so polling it costs the sink nothing)."""
+        with self.lock:
+            return {"unique_seqs": len(self.seqs), "requests": self.requests}
+
     def reset(self) -> None:
         with self.lock:
             self.writes.clear()
@@ -111,6 +117,8 @@ def _handler(state: SinkState) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # http.server's naming
             if self.path == "/_sink/stats":
                 self._reply(200, orjson.dumps(state.stats()))
+            elif self.path == "/_sink/count":
+                self._reply(200, orjson.dumps(state.count()))
             else:
                 self._reply(404, b'{"error": "not found"}')
 
