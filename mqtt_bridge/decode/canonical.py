@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -96,6 +96,7 @@ _DETECTION_KEYS = frozenset({"class", "confidence", "x", "y", "width", "height"}
 _CLASSIFICATION_KEYS = frozenset({"class", "confidence"})
 _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
 _SCALARS = (str, int, float, bool)
+_NUMBERS = (float, int)  # exact types: a bool is not a coordinate here (the model decides about it)
 
 
 def _is_label(value: object) -> bool:
@@ -119,12 +120,16 @@ def _is_scalar_map(value: object, max_keys: int) -> bool:
 def _plain_boxes(items: list[JsonValue], factor: float, out: Decoded) -> bool:
     """The detections of a plainly valid message as `objectDetections` items; False when any needs the model."""
     detections = out.detections
-    for det in items:
-        if type(det) is not dict or det.keys() != _DETECTION_KEYS or not _is_label(det["class"]):
+    numbers = _NUMBERS
+    for item in items:
+        if type(item) is not dict or item.keys() != _DETECTION_KEYS or not _is_label(item["class"]):
             return False
+        det: dict[str, Any] = item  # the types are checked right here, one by one
         x, y, width, height, confidence = det["x"], det["y"], det["width"], det["height"], det["confidence"]
-        if not (_is_finite(x) and _is_finite(y) and _is_finite(width) and _is_finite(height)
-                and _is_finite(confidence)):
+        # one isfinite for five numbers: a non-finite one, or a sum too large, goes to the model
+        if (type(x) not in numbers or type(y) not in numbers or type(width) not in numbers
+                or type(height) not in numbers or type(confidence) not in numbers
+                or not math.isfinite(x + y + width + height + confidence)):
             return False
         if width <= 0 or height <= 0:  # what `box` drops, counted
             out.dropped_boxes += 1
@@ -142,7 +147,8 @@ def _plain(document: JsonValue, factor: float) -> Decoded | None:
     detections = document.get("detections", [])
     classifications = document.get("classifications", [])
     metadata, event_data = document.get("metadata", {}), document.get("event_data", {})
-    if not ((schema is None or schema == SCHEMA_ID) and (event_type is None or (type(event_type) is str and event_type in _EVENT_TYPE_SET))
+    is_known_type = event_type is None or (type(event_type) is str and event_type in _EVENT_TYPE_SET)
+    if not ((schema is None or schema == SCHEMA_ID) and is_known_type
             and (stamp is None or type(stamp) is str or (type(stamp) is float and math.isfinite(stamp)))
             and _is_optional_label(document, "event_id") and _is_optional_label(document, "device_id")
             and _is_optional_label(document, "stream_id") and _is_scalar_map(metadata, 100)
@@ -157,8 +163,8 @@ def _plain(document: JsonValue, factor: float) -> Decoded | None:
         if (type(item) is not dict or item.keys() != _CLASSIFICATION_KEYS or not _is_label(item["class"])
                 or not _is_finite(item["confidence"])):
             return None
-        out.classifications.append({"class": item["class"],
-                                    "confidence": clamp_confidence(float(item["confidence"]) * factor)})
+        confidence: Any = item["confidence"]  # a finite float or an int, checked above
+        out.classifications.append({"class": item["class"], "confidence": clamp_confidence(float(confidence) * factor)})
     if stamp is not None:
         out.timestamp = parse_timestamp(stamp)
         if out.timestamp is None:
@@ -173,7 +179,10 @@ def decode(document: JsonValue, factor: float = 1.0) -> Decoded:
 
     `factor` scales confidences before clamping (0.01 for a route with `confidence_scale: percent`).
     """
-    plain = _plain(document, factor)
+    try:
+        plain = _plain(document, factor)
+    except OverflowError:  # an integer beyond a float: the model says what it makes of it
+        plain = None
     if plain is not None:
         return plain
     return _judged(document, factor)
