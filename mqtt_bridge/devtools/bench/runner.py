@@ -1,9 +1,11 @@
 """Benchmark orchestration: Mosquitto, the sink, the load generator and the systems under test, side by side.
 
 Owns: the three modes (max rate, drain of a queued backlog, fixed rate), interleaved repetitions of the bridge and
-the baselines in the same run, measurement from outside each system (CPU and peak RSS of its process tree via
-`devtools.bench.measure`, the sink's arrival times and latencies), the rig's own capacity (sink alone; publisher
-through Mosquitto to a counting subscriber), the JSON file and the PNG chart. Figures and the capacity rule live in
+the baselines in the same run (the receive-only ceilings in drain only: in the other modes the publisher would be
+what they measure), measurement from outside each system (CPU and peak RSS of its process tree via
+`devtools.bench.measure`, the sink's arrival times and latencies), the rig's own capacity (the sink alone; the
+publisher into Mosquitto, checked by a counting subscriber that must see every message), the JSON file and the PNG
+chart. Figures and the capacity rule live in
 `devtools.bench.report`; `run_bench` raises `CapacityError` (after writing the results) when the rule fails.
 """
 
