@@ -4,9 +4,9 @@ Owns: the three modes (max rate, drain of a queued backlog, fixed rate), interle
 the baselines in the same run (the receive-only ceilings in drain only: in the other modes the publisher would be
 what they measure), measurement from outside each system (CPU and peak RSS of its process tree via
 `devtools.bench.measure`, the sink's arrival times and latencies), the rig's own capacity (the sink alone; the
-publisher into Mosquitto, checked by a counting subscriber that must see every message), the JSON file and the PNG
-chart. Figures and the capacity rule live in
-`devtools.bench.report`; `run_bench` raises `CapacityError` (after writing the results) when the rule fails.
+publisher into Mosquitto, checked by a counting subscriber that must see all), the JSON file and the PNG chart.
+Figures and the capacity rule live in `devtools.bench.report`; `run_bench` raises `CapacityError` (after writing
+the results) when the rule fails.
 """
 
 from __future__ import annotations
@@ -243,6 +243,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         started = time.monotonic()
         if system_name.startswith("receive-only"):
             report = system.result_line(600)
+            cpu_end, wall_end = system.cpu_s(), time.monotonic()
             first_s, last_s = report["first_s"], report["last_s"]
             delivered, duplicates = report["received"], 0.0
             p50: float | None = None
@@ -256,8 +257,6 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
             first_s, last_s = stats["first_s"], stats["last_s"]
             delivered, duplicates = stats["unique_seqs"], stats["duplicate_seqs"]
             p50, p95, p99 = stats["p50_ms"], stats["p95_ms"], stats["p99_ms"]
-        if system_name.startswith("receive-only"):
-            cpu_end, wall_end = system.cpu_s(), time.monotonic()
         wall = wall_end - started
         cpu = cpu_end - cpu_start
         rss = system.peak_rss_mb()
