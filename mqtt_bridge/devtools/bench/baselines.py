@@ -10,7 +10,7 @@
 - `receive-only`, `receive-only-mqtt5`: a paho subscriber that only counts (auto-ack): the ceiling of what comes off
   the broker, with each protocol.
 - `sink-load`: the sink's own capacity: posts ready-made batches of `--batch` events straight to the sink from
-  `--clients` threads, each with its own `requests.Session`.
+  `--clients` threads, each with its own keep-alive `http.client` connection (requests would measure itself).
 
 Subscribers print `ready` once subscribed and a JSON line with their counts when they have seen `--count` messages,
 then wait for stdin to close (so the runner can read `/proc` while they are alive). Run as
@@ -20,10 +20,12 @@ then wait for stdin to close (so the runner can read `/proc` while they are aliv
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import threading
 import time
+import urllib.parse
 
 import orjson
 import paho.mqtt.client as paho
@@ -129,10 +131,18 @@ def _sink_load(args: argparse.Namespace) -> None:
                                        for i in range(args.batch)]}) for b in range(batches)]
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
 
+    address = urllib.parse.urlsplit(args.sink)
+
     def post(share: list[bytes]) -> None:
-        session = requests.Session()
+        # http.client, not requests: this measures the sink, and requests' own cost per POST would be the limit
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
         for body in share:
-            session.post(f"{args.sink}/vision-events/batch", data=body, headers=headers, timeout=30)
+            connection.request("POST", "/vision-events/batch", body=body, headers=headers)
+            reply = connection.getresponse()
+            reply.read()
+            if reply.status != 201:
+                raise RuntimeError(f"the sink answered {reply.status}")
+        connection.close()
 
     threads = [threading.Thread(target=post, args=(bodies[n::args.clients],), name=f"sink-load-{n}")
                for n in range(args.clients)]
