@@ -6,8 +6,8 @@ sub-directory's options only then):
 
 - `--soak`: run every case longer (more messages, more kills, longer outages).
 - `--fault-seed N`: replay a run; the seed is random otherwise and always printed in the summary.
-- `--faults-results FILE`: after the run, replace the block between the fault-results markers in FILE (deploy/guarantees.md)
-  with the table of this run.
+- `--faults-results FILE`: after the run, replace the block between the fault-results markers in FILE
+  (deploy/guarantees.md) with the table of this run.
 """
 
 from __future__ import annotations
