@@ -4,16 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: help demo test check lint typecheck unit it faults fuzz-atheris schema clean bench
+.PHONY: help demo test check lint typecheck unit it faults fuzz-atheris schema clean bench interop-table
 
 help:
 	@echo "make demo    run broker + emulator + bridge + simulated line (Ctrl-C stops)"
 	@echo "make test    ruff + mypy + the whole test suite"
 	@echo "make check   ruff + mypy only"
 	@echo "make unit    unit tests only;  make it   integration tests only"
-	@echo "make faults  the fault-injection suite alone, results into the README (ARGS=--soak: longer)"
+	@echo "make faults  the fault-injection suite alone, results into deploy/guarantees.md (ARGS=--soak: longer)"
+	@echo "make interop-table  the broker interop suite, its results into deploy/brokers.md"
 	@echo "make fuzz-atheris  coverage-guided fuzzing of decoders, ingest and config (optional; FUZZ_SECONDS=60)"
 	@echo "make schema  regenerate config/schema.json and config/message.schema.json"
+	@echo "make image   build the container image (podman or docker);  make image-test  build it, run it and compose"
 	@echo "make bench   benchmark the bridge against side-by-side baselines (needs Mosquitto; ~5 min)"
 
 $(BIN)/python:
@@ -40,8 +42,10 @@ check: $(VENV)/.dev
 	$(BIN)/ruff check mqtt_bridge tests
 	$(BIN)/mypy
 
+# the image tests (`-m image`) run after the rest, in `image-test`: they need the image built first
 test: check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not image"
+	$(MAKE) --no-print-directory image-test
 
 unit: $(VENV)/.dev
 	$(BIN)/pytest -q tests/unit
@@ -49,11 +53,18 @@ unit: $(VENV)/.dev
 it: $(VENV)/.dev
 	$(BIN)/pytest -q tests/integration
 
-# the fault-injection suite alone (issue 6); it writes its results table into the README.
+# the fault-injection suite alone (issue 6); it writes its results table into deploy/guarantees.md.
 # `make faults ARGS=--soak` runs it longer; `ARGS=--fault-seed=N` replays a run.
 ARGS ?=
 faults: $(VENV)/.dev
-	$(BIN)/pytest -q tests/faults --faults-results README.md $(ARGS)
+	$(BIN)/pytest -q tests/faults --faults-results deploy/guarantees.md $(ARGS)
+
+# the broker interop suite (issue 13 item 3): Mosquitto, amqtt and Aedes (npm); the table in deploy/brokers.md is
+# rendered from its results (tests/interop/table.py), and the generator exits 1 if a cell did not pass
+interop-table: $(VENV)/.dev
+	rm -f test-artifacts/interop-results.json
+	$(BIN)/pytest -q tests/integration/test_brokers.py || true
+	$(BIN)/python -m tests.interop.table --results test-artifacts/interop-results.json --write deploy/brokers.md
 
 # optional coverage-guided fuzzing (atheris, if it installs here): FUZZ_SECONDS per target; crashes go to test-artifacts/
 FUZZ_SECONDS ?= 60
@@ -86,5 +97,12 @@ image: $(VENV)/.runtime
 	$(BIN)/python -m pip wheel $(PIP_FLAGS) --wheel-dir build/wheels .
 	bash deploy/build-image.sh $(IMAGE)
 
-image-test: image $(VENV)/.dev
+# Builds the image, then runs it, deploy/compose.yaml (podman-compose) and the image checks. Without podman or docker
+# on a developer's machine the build is left out and the tests skip, saying why; in CI (CI=true) that is a failure.
+HAS_ENGINE = command -v podman >/dev/null 2>&1 || { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+image-test: $(VENV)/.dev
+	@if $(HAS_ENGINE) || [ "$${CI:-}" = true ] || [ "$${CI:-}" = 1 ]; then \
+		$(MAKE) --no-print-directory image; \
+	else echo "image-test: no podman or docker here, so no image is built and the image tests skip" \
+		"(apt-get install -y podman podman-compose runc debootstrap)"; fi
 	MQTT_BRIDGE_IMAGE=$(IMAGE) MQTT_BRIDGE_IMAGE_TEST=1 $(BIN)/pytest -q -m image tests/deploy

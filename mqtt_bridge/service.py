@@ -1,15 +1,12 @@
 """The composition root: builds the bridge from a config, runs its threads, and shuts it down in order.
 
 Owns: wiring (router, ingestor, buffer and its raw log, API client, subscriber, receiver, processor, image
-references, flusher, and the outcome hooks that trace, receipts and the delivery ledger hear them through). It
-wires; it does not relay: the receiver logs each raw message and acks it to the broker (design §3), the processor
-turns the raw log into events (each message carries its own ack, `Inbound.ack`, which there means "this raw entry
-is finished"), and the stages emit their outcomes themselves. Also the one stop event, the watchdog (any thread
-that dies stops everything with a non-zero exit), signals, and the ordered shutdown under one deadline: stop the
-receiver (commit and ack what was received) → disconnect MQTT (the session stays) → let the processor finish what
-it can (what it does not reach stays in the raw log and is processed after the restart) → let the flusher finish
-the batch in flight → write the last receipts and ledger entries → close the buffer; each step joins the thread
-handles kept at start. Nothing else in the package starts threads for the bridge.
+references, flusher, and the outcome hooks that trace, receipts and the ledger hear them through). It wires; it
+does not relay: the receiver logs each raw message and acks it (design §3), the processor turns the raw log into
+events (there `Inbound.ack` means "this raw entry is finished"). Also the one stop event, the watchdog (a thread
+that dies stops everything, non-zero exit), signals, and the ordered shutdown under one deadline: receiver (commit,
+ack) → MQTT disconnect (the session stays) → processor (what it does not reach stays in the raw log) → the flusher's
+batch in flight → receipts and ledger → close the buffer. Nothing else in the package starts threads for the bridge.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.mqtt.publisher import MqttPublisher
 from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.health import HealthServer
+from mqtt_bridge.observe.history import History
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
 from mqtt_bridge.observe.ledger_recorder import LedgerRecorder
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
@@ -117,6 +115,7 @@ class Service:
         self._flusher: Flusher | None = None
         self._flusher_stop = threading.Event()
         self._health: HealthServer | None = None
+        self._history_thread: threading.Thread | None = None  # samples the status page's charts; stops on stop_event
         self._stopped = False
 
     @property
@@ -163,16 +162,14 @@ class Service:
                               config.api.retry_min_s, config.api.retry_max_s, config.flush.unconfirmed_attempts,
                               config.api.billing_retry_s),
                 self.stats, self._flusher_stop, self._wake, hooks=hooks, on_auth_error=self._api.refresh_key)
-            ingestor = Ingestor(self._router, config.mqtt.max_payload_bytes)
             shedder = ImageShedder(config, self.stats) if ImageShedder.is_needed(config) else None
-            max_in_flight, max_in_flight_bytes = in_flight_limits(config.mqtt.receive_maximum, [
+            entries, size = in_flight_limits(config.mqtt.receive_maximum, [
                 r.image.companion.max_parked for r in config.routes if r.image.companion is not None])
-            self._processor = Processor(ingestor, self._buffer, self.stats, self._processor_stop, self._wake,
-                                        max_in_flight=max_in_flight, max_in_flight_bytes=max_in_flight_bytes,
-                                        hooks=hooks, shed_images=shedder)
-            self._receiver = Receiver(self._buffer.raw, self._buffer.is_over_high_water, self.stats,
-                                      self.stop_event, self._processor.wake,
-                                      max_pending=max(2 * config.mqtt.receive_maximum, 1000),
+            self._processor = Processor(Ingestor(self._router, config.mqtt.max_payload_bytes), self._buffer,
+                                        self.stats, self._processor_stop, self._wake, max_in_flight=entries,
+                                        max_in_flight_bytes=size, hooks=hooks, shed_images=shedder)
+            self._receiver = Receiver(self._buffer.raw, self._buffer.is_over_high_water, self.stats, self.stop_event,
+                                      self._processor.wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000),
                                       may_exceed_high_water=shedder.may_exceed_high_water if shedder else None)
             subscriptions = self._router.subscriptions()
             if ImageReferences.is_needed(list(config.routes)):
@@ -188,13 +185,17 @@ class Service:
             self._buffer.close()
             raise
         if config.health.enabled:
+            history = History(self.stats, self.state, self._buffer_gauges,
+                              interval_s=config.health.history_interval_s)
             report = StatusReport(self.stats, self.state, self._buffer_gauges, self.trace,
-                                  [route.label for route in self._router.routes], self._receipts is not None)
+                                  [route.label for route in self._router.routes], self._receipts is not None,
+                                  history=history)
             token = config.health.token.get_secret_value() if config.health.token else None
             self._health = HealthServer(config.health.host, config.health.port, self.state,
                                         metrics=self.metrics.render, report=report, token=token,
                                         allowed_hosts=config.health.allowed_hosts)
             self._health.start()
+            self._history_thread = self._spawn("history", lambda: history.run(self.stop_event))
         if self._receipts is not None and self._receipt_client is not None:
             self._receipt_client.start_background(max_queued=10_000)
             receipts = self._receipts
@@ -338,9 +339,7 @@ class Service:
             log.info("shutdown: disconnecting mqtt")
             self._subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
         if self._processor is not None:  # half of what is left; the flusher needs the rest for its batch in flight
-            self._processor.wait_idle(max(0.1, (deadline - time.monotonic()) / 2))
-            log.info("shutdown: stopping the processor raw_depth=%d", self._buffer.raw.depth)
-        self._processor_stop.set()
+            self._processor.stop_when_idle(max(0.1, (deadline - time.monotonic()) / 2))
         for thread in [self._processor_thread, *self._image_threads]:
             _join(thread, deadline)
         log.info("shutdown: finishing the batch in flight")
@@ -360,6 +359,7 @@ class Service:
             self._receipt_client.close()
         if self._api is not None:
             self._api.close()
+        _join(self._history_thread, deadline)
         if self._health is not None:
             self._health.stop()
         if not any(t.is_alive() for t in self._threads):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import orjson
@@ -63,7 +64,7 @@ def broker_command(args: argparse.Namespace) -> int:
 
 
 def emulator_command(args: argparse.Namespace) -> int:
-    """`emulator`: the local Vision Events API emulator until Ctrl-C."""
+    """`emulator`: the local Vision Events API emulator until Ctrl-C or SIGTERM."""
     from mqtt_bridge.devtools.emulator.server import ALL_SCOPES, Emulator  # noqa: PLC0415
 
     emulator = Emulator(args.host, args.port, api_keys={args.api_key: ALL_SCOPES},
@@ -71,15 +72,19 @@ def emulator_command(args: argparse.Namespace) -> int:
                         list_unused_use_cases=args.list_unused_use_cases)
     for use_case in args.use_case or []:
         emulator.add_use_case(f"Use case {use_case}", use_case)
+    stop = threading.Event()
+    # SIGTERM ends it as Ctrl-C does: a container engine stops PID 1 with SIGTERM, which Python ignores by default there
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     emulator.start()
-    print(f"Vision Events emulator on {emulator.url}/ (API key {args.api_key!r}); Ctrl-C stops", flush=True)
+    print(f"Vision Events emulator on {emulator.url}/ (API key {args.api_key!r}); Ctrl-C or SIGTERM stops", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         emulator.stop()
+        signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
 
 

@@ -1,11 +1,11 @@
 """The `mqtt-bridge` command: argument parsing, logging set-up, and named exit codes.
 
 Owns: every command's flags (run, check-config, schema, decode, dlq, reprocess, status, export, use-cases,
-verify; the dev tools demo, broker, emulator, bench, publish) and which family module runs it (`COMMANDS`). A
-family module is imported only when its command runs (`command_function`), so `--version` and `schema` stay light
-and no dev tool is loaded for `run`. What each command does lives in its family: `cli.run`, `cli.decode`,
-`cli.dlq`, `cli.export`, `cli.status`, `cli.use_cases`, `cli.verify`, `cli.dev`; what they share (exit codes,
-loading the config, error mapping) in `cli.common`.
+verify, discover, capture; the dev tools demo, broker, emulator, bench, publish) and which family module runs it
+(`COMMANDS`). A family module is imported only when its command runs (`command_function`), so `--version` and
+`schema` stay light and no dev tool is loaded for `run`. What each command does lives in its family: `cli.run`,
+`cli.decode`, `cli.dlq`, `cli.export`, `cli.status`, `cli.use_cases`, `cli.verify`, `cli.discover`, `cli.dev`;
+what they share (exit codes, loading the config, error mapping) in `cli.common`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "use-cases": ("use_cases", "use_cases_command"),
     "verify": ("verify", "verify_command"),
     "decode": ("decode", "decode_command"),
+    "discover": ("discover", "discover_command"),
+    "capture": ("discover", "capture_command"),
 }
 
 
@@ -47,6 +49,25 @@ def command_function(command: str) -> Command:
     family, name = COMMANDS[command]
     function: Command = getattr(importlib.import_module(f"mqtt_bridge.cli.{family}"), name)
     return function
+
+
+def _listen_flags(parser: argparse.ArgumentParser, default_seconds: float) -> None:
+    """The broker and listening flags discover and capture share."""
+    parser.add_argument("--host", default="localhost", help="broker host (default localhost)")
+    parser.add_argument("--port", type=int, help="broker port (default 1883, 8883 with --tls)")
+    parser.add_argument("--config", "-c", help="take the broker settings from this config's mqtt section instead")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (the broker certificate is verified)")
+    parser.add_argument("--ca-file", help="CA that signed the broker certificate (default: the system store)")
+    parser.add_argument("--cert-file", help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--key-file", help="private key (PEM) of the client certificate")
+    parser.add_argument("--username", help="user name, if the broker requires one")
+    parser.add_argument("--password-file", help="file holding the password (never on the command line)")
+    parser.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1", help="MQTT version (default 3.1.1)")
+    parser.add_argument("--filter", action="append", metavar="FILTER",
+                        help="topic filter to listen to (repeatable; default '#')")
+    parser.add_argument("--seconds", type=float, default=default_seconds,
+                        help=f"how long to listen (default {default_seconds:g}; Ctrl-C ends it early)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output files if they exist")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="deprecated, no effect: a use case absent from the list only warns")
     p.set_defaults(runs="run")
 
-    p = sub.add_parser("check-config", help="validate a config; print it with secrets redacted")
-    p.add_argument("config", help="YAML config file")
+    p = sub.add_parser("check-config", help="validate a config and print it with secrets redacted, or explain a key")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    p.add_argument("--explain", metavar="KEY", help="print the reference of one config key (e.g. mqtt.protocol, "
+                                                    "routes[].image.url.timeout_s); needs no config file")
     p.set_defaults(runs="check-config")
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config (or of the canonical message)")
@@ -102,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--client-id", default="mqtt-bridge-publish")
     p.add_argument("--username")
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
+    p.add_argument("--protocol", choices=["auto", "5", "3.1.1"], default="auto",
+                   help="MQTT version, as mqtt.protocol: auto tries 5 and falls back to 3.1.1 (default: auto)")
     p.set_defaults(runs="publish")
 
     p = sub.add_parser("bench", help="benchmark the bridge against side-by-side baselines (needs Mosquitto)")
@@ -168,13 +192,30 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", aliases=["dry-run"],
                        help="print the Vision Events a message would become, sending nothing (no broker, buffer, API)")
     p.add_argument("--config", "-c", required=True, help="YAML config file (its routes decide)")
-    p.add_argument("--topic", "-t", action="append", required=True,
+    p.add_argument("--topic", "-t", action="append",
                    help="topic of the message; repeat it with --file for a sequence on several topics")
     p.add_argument("--file", "-f", action="append",
                    help="payload file (default: stdin); repeat for a sequence decoded in order, state kept")
     p.add_argument("--received-at", help="pretend the messages arrived at this ISO 8601 / Unix time (also the "
                                          "'now' of the API's one-year timestamp window)")
+    p.add_argument("--capture", help="replay a capture file (mqtt-bridge capture): one JSON outcome per line, in "
+                                     "order, with companion pairing and debounce as in a real run")
+    p.add_argument("--fetch-images", action="store_true",
+                   help="--capture: fetch url and read file image references, as the bridge would")
     p.set_defaults(runs="decode")
+
+    p = sub.add_parser("discover", help="listen read-only to a broker; print what each topic pattern carries and "
+                                        "write a starter config")
+    _listen_flags(p, default_seconds=30.0)
+    p.add_argument("--out", "-o", help="write the starter config here (default: print it)")
+    p.add_argument("--record", help="also write the traffic heard to this capture file")
+    p.set_defaults(runs="discover")
+
+    p = sub.add_parser("capture", help="write the live traffic to a file (one JSON line per message) for "
+                                       "`decode --capture`")
+    _listen_flags(p, default_seconds=60.0)
+    p.add_argument("--out", "-o", required=True, help="the capture file to write")
+    p.set_defaults(runs="capture")
     return parser
 
 

@@ -1,8 +1,9 @@
 """`mqtt-bridge run`, `check-config` and `schema`: the bridge itself, and its configuration.
 
 Owns: starting the `Service` on a loaded config and mapping what stops it to an exit code; printing the effective
-configuration (secrets redacted); the JSON Schemas of the config file and of the canonical message (what
-`config/schema.json` and `config/message.schema.json` hold).
+configuration (secrets redacted) or the reference of one key (`--explain`, the text comes from `config.explain`);
+the JSON Schemas of the config file and of the canonical message (what `config/schema.json` and
+`config/message.schema.json` hold).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 import yaml
 
 from mqtt_bridge.cli.common import (
     EXIT_BUFFER,
+    EXIT_CONFIG,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     setup_logging,
@@ -52,7 +55,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def check_config_command(args: argparse.Namespace) -> int:
-    """`check-config`: validate everything `run` would, and print the effective config with secrets redacted."""
+    """`check-config FILE`: validate everything `run` would, and print the effective config with secrets redacted.
+    `check-config --explain KEY`: print the reference of one key (no file needed)."""
+    if args.explain is not None:
+        if args.config is not None:
+            print("check-config: give a config file or --explain KEY, not both", file=sys.stderr)
+            return EXIT_CONFIG
+        return _explain(args.explain)
+    if args.config is None:
+        print("check-config: give a config file (or --explain KEY)", file=sys.stderr)
+        return EXIT_CONFIG
 
     def show(config: BridgeConfig) -> int:
         print(f"# {args.config}: valid. Effective configuration (secrets redacted):")
@@ -60,6 +72,20 @@ def check_config_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return with_config(args.config, show)
+
+
+def _explain(key: str) -> int:
+    """Print the reference text of `key`; an unknown key exits 2 with the nearest key paths."""
+    from mqtt_bridge.config.explain import explain, nearest_keys  # noqa: PLC0415 - only this command walks the models
+
+    doc = explain(key)
+    if doc is not None:
+        print(doc.render())
+        return EXIT_OK
+    nearest = nearest_keys(key)
+    print(f"check-config: {key!r} is not a config key" + (f"; did you mean: {', '.join(nearest)}?" if nearest else
+          " (see config/reference.yaml for every key)"), file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def config_schema() -> dict[str, object]:

@@ -203,6 +203,9 @@ class HealthConfig(_Model):
             "(the defence against DNS rebinding from a browser on this machine)."))
     trace_size: int = Field(10_000, ge=0, le=1_000_000, description=(
         "Messages the status page can find by eventId or topic (kept in memory, newest first; 0 turns it off)."))
+    history_interval_s: float = Field(10.0, ge=1.0, le=300.0, description=(
+        "Seconds between two samples of the status page's last-hour charts (/status, /status/history.json): the "
+        "bridge keeps ceil(3600 / history_interval_s) samples in memory, 360 at the default."))
 
 
 class LoggingConfig(_Model):

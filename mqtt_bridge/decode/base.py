@@ -105,9 +105,10 @@ def box(label: str, x: float, y: float, width: float, height: float, confidence:
     Returns None for a zero-area or inverted box (the caller counts it). Raises DecodeError for NaN or infinite
     coordinates (design §7: such a message is dead-lettered).
     """
-    for name, value in (("x", x), ("y", y), ("width", width), ("height", height), ("confidence", confidence)):
-        if not math.isfinite(value):
-            raise DecodeError(DeadLetterReason.BAD_BOX, f"{name} of a {label!r} detection is not a finite number")
+    if not math.isfinite(x + y + width + height + confidence):  # one check for the common box; then which one
+        for name, value in (("x", x), ("y", y), ("width", width), ("height", height), ("confidence", confidence)):
+            if not math.isfinite(value):
+                raise DecodeError(DeadLetterReason.BAD_BOX, f"{name} of a {label!r} detection is not a finite number")
     if width <= 0 or height <= 0:
         return None
     return {"class": label, "x": x, "y": y, "width": width, "height": height,

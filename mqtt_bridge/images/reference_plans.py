@@ -113,6 +113,17 @@ class ReferencePlan:
         """The route's name in logs and metrics."""
         return self.route.label
 
+    def detection_key(self, payload: bytes, topic: str, captures: dict[str, str]) -> str | None:
+        """The companion key of a detection message; None when the key reads a payload that is not JSON (ingest
+        dead-letters it as it is). Raises DecodeError when the key cannot be rendered (a field is missing)."""
+        document: JsonValue = None
+        if self.key_reads_payload:
+            try:
+                document = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+        return self.key.render(captures, topic, document)
+
     def resolve(self, payload: bytes, topic: str, captures: dict[str, str]) -> Attachment | None:
         """Fetch or read a url/file reference now (a worker thread, or a replay). Never raises."""
         try:

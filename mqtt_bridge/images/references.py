@@ -32,8 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import orjson
-
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import JoinOutcome
@@ -41,7 +39,6 @@ from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, has_r
 from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.inbound import Inbound
-from mqtt_bridge.model.values import JsonValue
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import Router
 
@@ -147,19 +144,15 @@ class ImageReferences:
         if plan.kind != ReferenceKind.COMPANION:
             self._queue_fetch(plan, message, topic, captures)
             return True
-        document: JsonValue = None
-        if plan.key_reads_payload:
-            try:
-                document = orjson.loads(message.payload)
-            except orjson.JSONDecodeError:
-                return False
         try:
-            key = plan.key.render(captures, topic, document)
+            detection_key = plan.detection_key(message.payload, topic, captures)
         except DecodeError:
             self._stats.add("companion_images_missing", label=plan.label)
             self._forward(message.with_image(Attachment(ReferenceKind.COMPANION, missing="no_key")))
             return True
-        self._settle(plan, message, key, is_image=False)
+        if detection_key is None:
+            return False
+        self._settle(plan, message, detection_key, is_image=False)
         return True
 
     def _queue_fetch(self, plan: ReferencePlan, message: Inbound, topic: str, captures: dict[str, str]) -> None:

@@ -26,7 +26,8 @@ MAX_METADATA_KEYS = 100
 
 
 # customMetadata keys only the bridge writes (issue 16 item 5): a payload key of one of these names is dropped, so a
-# message cannot forge them. The names stay unprefixed because dashboards filter on them (README "Route metadata").
+# message cannot forge them. The names stay unprefixed because dashboards filter on them
+# (config/README.md "Route wins over payload").
 BRIDGE_METADATA_KEYS = frozenset({
     "imageMissing",  # images/attach: a referenced image that could not be had
     "imageDropped",  # images/shedding: the image was shed when the buffer was full

@@ -1,7 +1,7 @@
 """The health server: `/healthz` (threads alive), `/readyz` (broker connected, buffer writable, API key accepted;
 with the reason in words when not ready),
-`/metrics` (Prometheus), and the status page (`/status`, `/status.json`, `/api/trace?q=`), on a small stdlib HTTP
-server bound to 127.0.0.1 by default.
+`/metrics` (Prometheus), and the status page (`/status`, `/status.json`, `/api/trace?q=`, and the last hour's
+`/status/history.json` and `/status/charts`), on a small stdlib HTTP server bound to 127.0.0.1 by default.
 
 Owns: routing requests, the optional token (`health.token`) and the defences of the port (reliability.md §4):
 
@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from mqtt_bridge.observe.status_page import PAGE_HTML, StateView, StatusReport
+from mqtt_bridge.observe.status_page import StateView, StatusReport
 
 __all__ = ["COOKIE", "HealthServer", "MetricsSource", "StateSource", "is_loopback"]
 
@@ -47,6 +47,7 @@ COOKIE = "mqtt_bridge_session"
 StateSource = StateView
 MetricsSource = Callable[[], tuple[bytes, str]]
 _JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
 _LOGIN_HTML = b"""<!doctype html><html><head><meta charset="utf-8"><title>mqtt-vision-bridge</title></head>
 <body style="font:15px system-ui;margin:40px"><h1>mqtt-vision-bridge</h1><p>This status page needs the token
 (<code>health.token</code>).</p><form method="post" action="/status"><input type="password" name="token"
@@ -235,7 +236,7 @@ class HealthServer:
             elif path in ("/healthz", "/readyz"):
                 status, body, kind = self._probe(path, authorized)
             elif path in ("/", "/status", "/status/") and not authorized:
-                status, body, kind = 401, _LOGIN_HTML, "text/html; charset=utf-8"
+                status, body, kind = 401, _LOGIN_HTML, _HTML
             elif not authorized:
                 status, body, kind = 401, b'{"error": "token required"}', _JSON
                 headers["WWW-Authenticate"] = 'Bearer realm="mqtt-vision-bridge"'
@@ -246,9 +247,13 @@ class HealthServer:
                 status, body, kind = 303, b"", "text/plain"
                 headers["Location"] = "/status"
             elif path == "/status" and self._report is not None:
-                status, body, kind = 200, PAGE_HTML.encode(), "text/html; charset=utf-8"
+                status, body, kind = 200, self._report.page().encode(), _HTML
             elif path == "/status.json" and self._report is not None:
                 status, body, kind = 200, orjson.dumps(self._report.status()), _JSON
+            elif path == "/status/history.json" and self._report is not None and self._report.has_history:
+                status, body, kind = 200, orjson.dumps(self._report.history()), _JSON
+            elif path == "/status/charts" and self._report is not None and self._report.has_history:
+                status, body, kind = 200, self._report.charts().encode(), _HTML
             elif path == "/api/trace" and self._report is not None:
                 query = parse_qs(url.query).get("q", [""])[0]
                 status, body, kind = 200, orjson.dumps(self._report.search(query)), _JSON
@@ -300,4 +305,4 @@ class HealthServer:
                 "Location": "/status",
                 "Set-Cookie": f"{COOKIE}={self._new_session()}; HttpOnly; SameSite=Strict; Path=/; "
                               f"Max-Age={int(_SESSION_S)}"}
-        return 401, _LOGIN_HTML, "text/html; charset=utf-8", {}
+        return 401, _LOGIN_HTML, _HTML, {}

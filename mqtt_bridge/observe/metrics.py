@@ -73,6 +73,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "ledger_entries_dropped": ("", "Delivered events not written to the delivery ledger because its queue was full "
                                    "(verify will not check them; the events were delivered)."),
     "ledger_write_errors": ("", "Failed writes of the delivery ledger (their entries were given up)."),
+    "history_sample_errors": ("", "Failed samples of the status page's last-hour history (the charts miss a point)."),
 }
 # Stats gauge name -> (exported name, help).
 GAUGES: dict[str, tuple[str, str]] = {

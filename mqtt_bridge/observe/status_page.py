@@ -1,9 +1,10 @@
 """The status page: what a plant engineer looks at to see that the bridge works and where a message went.
 
 Owns: the status document (`/status.json`: connection states, per-route rates, buffer depth, bytes and age, recent
-dead letters with reasons, counters), the trace search answer (`/api/trace?q=`), and the page itself (`/status`: one
-self-contained HTML file with inline CSS and JS that polls the JSON; no external assets, so it works air-gapped).
-Must not change the bridge's state; never shows secrets or payloads.
+dead letters with reasons, counters), the trace search answer (`/api/trace?q=`), the last hour's history
+(`/status/history.json`, and its charts as a server-rendered fragment, `/status/charts`), and the page itself
+(`/status`: one self-contained HTML file with inline CSS, the charts inline as SVG, and JS that polls the JSON; no
+external assets, so it works air-gapped). Must not change the bridge's state; never shows secrets or payloads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Protocol
 
 from mqtt_bridge import __version__
 from mqtt_bridge.model.values import JsonDict, JsonValue
+from mqtt_bridge.observe.charts import render_charts
+from mqtt_bridge.observe.history import History
 from mqtt_bridge.observe.redact import redact
 from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.observe.trace import MessageTrace
@@ -91,13 +94,15 @@ class StatusReport:
     """Builds the status document; keeps a minute of counter samples to compute rates."""
 
     def __init__(self, stats: Stats, state: Callable[[], StateView], buffer: Callable[[], BufferView],
-                 trace: MessageTrace, routes: list[str], receipts_enabled: bool = False) -> None:
+                 trace: MessageTrace, routes: list[str], receipts_enabled: bool = False,
+                 history: History | None = None) -> None:
         self._stats = stats
         self._state = state
         self._buffer = buffer
         self._trace = trace
         self._routes = routes
         self._receipts_enabled = receipts_enabled
+        self._history = history
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, dict[str, int]]] = deque()
 
@@ -170,6 +175,32 @@ class StatusReport:
         """The `/api/trace?q=` answer: matching messages with the stages they reached."""
         return {"query": query[:500], "results": list(self._trace.search(query[:500]))}
 
+    @property
+    def has_history(self) -> bool:
+        """Whether the bridge keeps the last hour's history (the page then shows its charts)."""
+        return self._history is not None
+
+    def history(self) -> JsonDict:
+        """The `/status/history.json` document (empty samples when no history is kept)."""
+        if self._history is None:
+            return {"intervalS": None, "capacity": 0, "samples": []}
+        return self._history.to_json()
+
+    def charts(self) -> str:
+        """The "Last hour" charts as an HTML fragment of inline SVGs (`/status/charts`, which the page re-reads)."""
+        return render_charts(self._history.samples() if self._history is not None else [])
+
+    def page(self) -> str:
+        """The `/status` page, with the charts drawn in (readable without JS; the script refreshes them)."""
+        if self._history is None:
+            return PAGE_HTML.replace(_CHARTS_SLOT, "")
+        section = (f'<section class="wide"><h2>Last hour</h2><div class="body charts" id="charts" '
+                   f'data-refresh-s="{max(2.0, self._history.interval_s):g}">{self.charts()}</div></section>')
+        return PAGE_HTML.replace(_CHARTS_SLOT, section)
+
+
+_CHARTS_SLOT = "<!--charts-->"
+
 
 PAGE_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -195,6 +226,13 @@ button{padding:6px 14px;border:1px solid var(--line);border-radius:6px;backgroun
 .stages{display:flex;gap:4px;flex-wrap:wrap}.stage{padding:1px 6px;border-radius:4px;background:#ddf4ff;
 font-size:12px}.stage.dead_lettered{background:#ffebe9}.stage.delivered{background:#dafbe1}
 .mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}.mute{color:var(--mute)}
+.charts{display:grid;gap:12px 18px;grid-template-columns:repeat(auto-fit,minmax(260px,1fr))}
+.chart{margin:0;min-width:0}.chart figcaption{font-size:12px;font-weight:600;color:var(--mute)}
+.chart svg{display:block;width:100%;height:auto}.chart .now{float:right;color:#1f2328}
+.chart .collecting{color:var(--mute);margin:6px 0;font-style:italic}.legend{font-size:11px;color:var(--mute)}
+.legend .key{margin-right:10px;white-space:nowrap}.legend i{display:inline-block;width:10px;height:3px;
+margin-right:4px;vertical-align:middle}
+@media (max-width:420px){main{padding:10px;grid-template-columns:minmax(0,1fr)}section .body{overflow-x:auto}}
 </style></head><body>
 <header><h1>mqtt-vision-bridge</h1><span id="overall" class="pill warn">loading</span>
 <span class="sub" id="meta"></span></header>
@@ -204,6 +242,7 @@ font-size:12px}.stage.dead_lettered{background:#ffebe9}.stage.delivered{backgrou
 <section><h2>Throughput</h2><div class="body kpis" id="totals"></div></section>
 <section><h2>Routes</h2><div class="body"><table id="routes"><tr><th>route</th><th>received</th>
 <th>msg/s (1 min)</th></tr></table></div></section>
+<!--charts-->
 <section class="wide"><h2>Find a message (eventId or topic)</h2><div class="body">
 <form id="search"><input type="search" id="q" placeholder="eventId, or a topic / topic prefix" autocomplete="off">
 <button type="submit">Search</button></form><div id="results" class="mute" style="margin-top:8px">
@@ -287,5 +326,14 @@ $("search").addEventListener("submit", async (ev) => {
 });
 refresh();
 setInterval(refresh, 2000);
+const charts = $("charts");
+if (charts) {
+  setInterval(async () => {
+    try {
+      const r = await fetch("status/charts", {credentials: "same-origin", cache: "no-store"});
+      if (r.ok) charts.innerHTML = await r.text();
+    } catch (e) { /* the status line says unreachable; the charts keep their last picture */ }
+  }, Math.max(2, Number(charts.dataset.refreshS) || 10) * 1000);
+}
 </script></body></html>
 """

@@ -103,13 +103,16 @@ class Processor:
         with self._wake:
             return not self._ready and self._raw.untaken == 0
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """At shutdown, before the stop: wait until `is_idle` (at most `timeout_s`); True when it is."""
+    def stop_when_idle(self, timeout_s: float) -> bool:
+        """At shutdown: wait until `is_idle` (at most `timeout_s`), then set the stop event (the image stage's too);
+        True when it was idle. What is left stays in the raw log."""
         ends = time.monotonic() + timeout_s
-        while not self.is_idle:
-            if time.monotonic() >= ends or self._stop.wait(0.05):
-                return False
-        return True
+        while not self.is_idle and time.monotonic() < ends and not self._stop.wait(0.05):
+            pass
+        idle = self.is_idle
+        log.info("processor stopping idle=%s raw_depth=%d", idle, self._raw.depth)
+        self._stop.set()
+        return idle
 
     def run(self) -> None:
         """Take raw entries and commit what they become until stopped; then commit what is queued."""

@@ -3,7 +3,8 @@
 Owns: running messages through a real `Ingestor` built from the config's routes (the same decoders, rules and
 state as `run`, e.g. a Sparkplug BIRTH before its DATA), optionally with a pinned clock, and the printable outcome of
 each message: its Vision Events, a summary of their images, the predictions that have no image to go on (the API
-takes boxes on images only), the dead letter, dropped boxes and debounced events.
+takes boxes on images only), the dead letter, dropped boxes and debounced events. A message may come with the
+image its reference resolved to (`run_bytes`: a capture replay, `transform.replay`, pairs companion images).
 `mqtt-bridge decode` prints it; the golden-file tests compare it. Must not touch the network or the disk.
 """
 
@@ -14,6 +15,7 @@ from datetime import datetime
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.images.checks import content_hash, sniff_image_type
+from mqtt_bridge.model.attachment import Attachment
 from mqtt_bridge.model.values import JsonDict, JsonValue
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.ingest import Ingestor, IngestResult
@@ -57,3 +59,9 @@ class DryRun:
         if received_at_s is None:
             received_at_s = self._now.timestamp() if self._now is not None else time.time()
         return render(self._ingestor.process(topic.encode("utf-8"), payload, received_at_s), topic)
+
+    def run_bytes(self, topic: bytes, payload: bytes, received_at_s: float,
+                  attachment: Attachment | None = None) -> JsonDict:
+        """Decode one message as heard (the topic as bytes), with the image its reference resolved to, if any."""
+        result = self._ingestor.process(topic, payload, received_at_s, attachment)
+        return render(result, topic.decode("utf-8", errors="replace"))

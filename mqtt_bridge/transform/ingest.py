@@ -249,7 +249,8 @@ class Ingestor:
             event["displayImagePosition"] = 0
         if (boxes and not (decoded.image and decoded.boxes_fit_image)) or (
                 decoded.classifications and not decoded.image):
-            # The API attaches predictions to images only; without one, keep a summary (README "Events without images")
+            # The API attaches predictions to images only; without one, keep a summary
+            # (config/README.md "Events without images")
             labels = [str(d["class"]) for d in (boxes or decoded.classifications)]
             metadata.setdefault("detections", len(boxes))
             metadata.setdefault("classes", ",".join(dict.fromkeys(labels))[:MAX_METADATA_VALUE_CHARS])

@@ -42,6 +42,8 @@ def filter_predictions(decoded: Decoded, route: RouteConfig) -> None:
     allowed = set(route.classes) if route.classes is not None else None
 
     def keep(items: list[JsonDict]) -> list[JsonDict]:
+        if not items:  # most lists of most messages (once per list per message: issue 14)
+            return items
         kept = [p for p in items if _confidence(p) >= route.min_confidence
                 and (allowed is None or str(p.get("class")) in allowed)]
         if len(kept) > route.max_predictions:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.deploy.containers import IMAGE, Engine, skip_or_fail
 from tests.deploy.monitoring import find_tool
 from tests.helpers import is_ci
 
@@ -19,6 +20,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "image" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The container engine, with the image built by `make image` (skip without an engine; fail in CI)."""
+    found = Engine(tmp_path_factory.mktemp("engine"))
+    if not found.has_image(IMAGE):
+        skip_or_fail(f"image {IMAGE} is not built: run `make image-test` (it builds it first)")
+    return found
 
 
 def _prometheus_tool(name: str) -> str:

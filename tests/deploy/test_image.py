@@ -5,8 +5,6 @@ undelivered events across a restart."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,62 +14,13 @@ import requests
 import yaml
 
 from mqtt_bridge.devtools.emulator.server import ALL_SCOPES, Emulator
-from tests.helpers import (
-    MosquittoBroker,
-    PahoClient,
-    detection_message,
-    events_by_seq,
-    free_port,
-    is_ci,
-    wait_until,
-)
+from tests.deploy.containers import IMAGE, Engine
+from tests.helpers import MosquittoBroker, PahoClient, detection_message, events_by_seq, free_port, wait_until
 
 pytestmark = [pytest.mark.image, pytest.mark.integration]
 
-IMAGE = os.environ.get("MQTT_BRIDGE_IMAGE", "mqtt-vision-bridge:0.1.0")
 TOPIC = "plant/factory/L1/cam1/detections"
 API_KEY = "image-test-key"
-
-
-class Engine:
-    """`podman` (with runc and a containers.conf without default ulimits, as these machines need) or `docker`."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        binary = os.environ.get("CONTAINER_ENGINE") or shutil.which("podman") or shutil.which("docker")
-        if binary is None:
-            if is_ci():
-                pytest.fail("no container engine (apt-get install -y podman runc debootstrap)")
-            pytest.skip("no container engine")
-        self.binary = binary
-        self.env = dict(os.environ)
-        self.prefix = [binary]
-        if Path(binary).name == "podman":
-            conf = tmp_path / "containers.conf"
-            conf.write_text("[containers]\ndefault_ulimits = []\n")
-            self.env.setdefault("CONTAINERS_CONF", str(conf))
-            if shutil.which("runc") or Path("/usr/sbin/runc").exists():
-                self.prefix += ["--runtime", "runc"]
-
-    def __call__(self, *args: str, check: bool = True, timeout_s: float = 120) -> str:
-        result = subprocess.run([*self.prefix, *args], capture_output=True, text=True, env=self.env,
-                                timeout=timeout_s, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args[:3])} failed ({result.returncode}): {result.stderr[-2000:]}")
-        return result.stdout.strip()
-
-    def logs(self, name: str) -> str:
-        """The container's output (the bridge logs to stderr)."""
-        result = subprocess.run([*self.prefix, "logs", name], capture_output=True, text=True, env=self.env,
-                                timeout=60, check=False)
-        return result.stdout + result.stderr
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    """The container engine, with the image built by `make image`."""
-    found = Engine(tmp_path)
-    found("image", "inspect", IMAGE)
-    return found
 
 
 @pytest.fixture
@@ -120,7 +69,7 @@ def test_image_bridges_mosquitto_to_the_api_and_keeps_its_buffer_across_restarts
         with PahoClient(mosquitto, client_id="image-publisher").connect() as publisher:
             publisher.publish_many([(TOPIC, detection_message(seq, with_image=seq % 10 == 0)) for seq in range(30)])
         wait_until(lambda: len(events_by_seq(api.events())) == 30, timeout_s=30, message="delivered by container")
-        if Path(engine.binary).name == "podman":
+        if engine.is_podman:
             engine("healthcheck", "run", name)  # the image's HEALTHCHECK, run now (exit 0 = healthy)
 
         api.set_faults(status_always=503)  # the API is down: the next events wait in the buffer volume
@@ -141,3 +90,18 @@ def test_image_bridges_mosquitto_to_the_api_and_keeps_its_buffer_across_restarts
     grouped = events_by_seq(api.events())
     assert sorted(grouped) == list(range(50))
     assert all(len(events) == 1 for events in grouped.values())
+
+
+def test_image_is_slim_without_build_tools_pip_or_the_demo_broker(engine: Engine) -> None:
+    """No compiler, no make, no pip or setuptools, no amqtt in the runtime image; its size is printed and stays
+    far below a full Debian with build tools (a generous bound: a regression guard, not a measurement)."""
+    size_mb = engine.image_size_bytes(IMAGE) / 1e6
+    print(f"image {IMAGE}: {size_mb:.0f} MB uncompressed")
+    probe = ("import importlib.util, shutil, sys; "
+             "tools = [t for t in ('gcc', 'cc', 'make', 'pip', 'pip3') if shutil.which(t)]; "
+             "mods = [m for m in ('amqtt', 'pip', 'setuptools') if importlib.util.find_spec(m)]; "
+             "print(tools, mods); sys.exit(1 if tools or mods else 0)")
+    result = engine.run("run", "--rm", "--network", "none", "--entrypoint", "/opt/mqtt-bridge/bin/python", IMAGE,
+                        "-c", probe)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert size_mb < 250

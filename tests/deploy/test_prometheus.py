@@ -44,6 +44,13 @@ def _exercise(mosquitto: MosquittoBroker, emulator: Emulator, bridge_factory: Br
                                + [("t/factory/L1/cam1/detections", b"not json")])
         wait_until(lambda: bridge_a.stats.count("events_delivered") == 5 and bridge_a.stats.count("dead_letters") == 1
                    and bridge_a.stats.count("api_retries") == 1, timeout_s=15, message="bridge A delivered")
+    # the broker away for a moment: a failed reconnect (mqtt_bridge_mqtt_connect_failures_total) on both bridges
+    mosquitto.stop()
+    wait_until(lambda: all(bridge.stats.count("mqtt_connect_failures") for bridge in (bridge_a, bridge_b)),
+               timeout_s=15, message="a failed reconnect on both bridges")
+    mosquitto.start()
+    wait_until(lambda: all(bridge.state().mqtt_subscribed for bridge in (bridge_a, bridge_b)), timeout_s=20,
+               message="both bridges back on the broker")
     return [bridge_a, bridge_b]
 
 

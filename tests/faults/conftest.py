@@ -1,13 +1,13 @@
 """Fixtures of the fault suite: the rig (real Mosquitto, emulator, bridge processes, publishers, proxies), sizes,
-the seed, `--soak`, and the results table that `make faults` writes into the README.
+the seed, `--soak`, and the results table that `make faults` writes into deploy/guarantees.md.
 
 Options (give them with `tests/faults` on the command line, e.g. `pytest tests/faults --soak`; pytest reads a
 sub-directory's options only then):
 
 - `--soak`: run every case longer (more messages, more kills, longer outages).
 - `--fault-seed N`: replay a run; the seed is random otherwise and always printed in the summary.
-- `--faults-results FILE`: after the run, replace the block between the fault-results markers in FILE (the README)
-  with the table of this run.
+- `--faults-results FILE`: after the run, replace the block between the fault-results markers in FILE
+  (deploy/guarantees.md) with the table of this run.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def _case_order(case: str) -> tuple[int, str]:
 
 
 def _write_block(path: Path, block: str) -> bool:
-    text = path.read_text(encoding="utf-8")  # re-read right before writing: others edit the README too
+    text = path.read_text(encoding="utf-8")  # re-read right before writing: others edit the file too
     begin, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
     if begin < 0 or end < begin:
         return False

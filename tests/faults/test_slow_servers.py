@@ -5,14 +5,13 @@ a flood of distinct long topics and the plain stream arrive exactly once, and th
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Mapping
 
 import orjson
 import pytest
 
+from tests.drip import DRIPS, DripServer
 from tests.faults.checker import assert_exactly_once
 from tests.faults.conftest import FaultRig
 from tests.faults.ledger import Outgoing, valid_stream
@@ -39,68 +38,6 @@ LONG_TOPIC_BYTES = 48 * 1024
 # does not set the variable).
 RSS_GROWTH_BOUND_MIB = 80
 MMAP_THRESHOLD_BYTES = 16 * 1024  # allocations of 16 KiB and more are mmapped, and unmapped when freed
-
-# What each slow server sends: at once, then one byte every 50 ms until the client hangs up (or 60 s have passed).
-DRIPS = {
-    "status_line": (b"", b"HTTP/1.1 200 OK"),
-    "headers": (b"HTTP/1.1 200 OK\r\n", b"X-Slow: yes\r\n"),
-    "continue": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
-    "chunk_sizes": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),
-    "chunk_size_line": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),
-    "body": (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\xff\xd8\xff", b"x"),
-}
-
-
-class _DripServer:
-    """A raw TCP server: reads a request for `/<kind>/<n>.jpg`, sends `DRIPS[kind]` a byte at a time for at most
-    `give_up_s`, and records how long each connection lasted (until the client hung up)."""
-
-    def __init__(self, every_s: float = 0.05, give_up_s: float = 60.0) -> None:
-        self.every_s, self.give_up_s = every_s, give_up_s
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        self._lock = threading.Lock()
-        self.open = 0
-        self.durations_s: list[float] = []
-        threading.Thread(target=self._accept, name="drip-accept", daemon=True).start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="drip-conn", daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        started = time.monotonic()
-        with self._lock:
-            self.open += 1
-        try:
-            with conn:
-                conn.settimeout(5)
-                request = conn.recv(65536)
-                path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else "/body/0.jpg"
-                head, drip = DRIPS.get(path.split("/")[1], DRIPS["body"])
-                conn.sendall(head)
-                index = 0
-                while time.monotonic() - started < self.give_up_s and not self.stopped.is_set():
-                    conn.sendall(drip[index % len(drip):index % len(drip) + 1])
-                    index += 1
-                    time.sleep(self.every_s)
-        except OSError:
-            pass  # the client hung up: what a deadline does
-        finally:
-            with self._lock:
-                self.open -= 1
-                self.durations_s.append(time.monotonic() - started)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
-
 
 def _slow_message(seq: int, port: int) -> Outgoing:
     kind = sorted(DRIPS)[seq % len(DRIPS)]
@@ -131,7 +68,7 @@ def test_slow_image_servers_and_long_topics_do_not_stall_other_routes_or_grow_me
     dead-lettered once; long topics and the plain stream arrive exactly once; RSS stays within its bound."""
     broker = rig.broker()
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))  # read by the bridge process's glibc
-    server = _DripServer()
+    server = DripServer()
     long_count, plain_count = rig.size(1200, 6000), rig.size(500, 5000)
     routes: list[dict[str, object]] = [
         *TEST_ROUTES[:1],

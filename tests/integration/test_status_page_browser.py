@@ -1,10 +1,13 @@
 """The status page in a real headless browser: Debian's Chromium driven by Selenium through the system chromedriver
-(no browser download). The screenshot is kept in test-artifacts/status-page.png."""
+(no browser download). The screenshots are kept in test-artifacts/: status-page.png (the page), status-charts.png
+(its last-hour charts) and status-charts-phone.png (the charts at a phone's width)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,42 @@ def _text(driver: Any, element_id: str) -> str:
         return ""
 
 
+CHARTS = ("chart-received", "chart-delivered", "chart-backlog", "chart-oldest", "chart-latency", "chart-errors",
+          "chart-dead")
+# what the browser drew: per chart, the points of its SVG polylines and dots (a measured value between two gaps, as
+# API latency has in intervals without a request), read from the SVG DOM (so the browser parsed them),
+# the series names, whether any point sits above the plot's bottom (a non-zero value) and the "collecting…" note
+_CHARTS_JS = """
+return Array.from(document.querySelectorAll('#charts figure.chart')).map((f) => {
+  const lines = Array.from(f.querySelectorAll('svg polyline'));
+  const ys = lines.flatMap((p) => Array.from({length: p.points.numberOfItems}, (_, i) => p.points.getItem(i).y))
+    .concat(Array.from(f.querySelectorAll('svg circle'), (c) => c.cy.baseVal.value));
+  const plot = f.querySelector('svg rect');
+  const bottom = plot ? plot.y.baseVal.value + plot.height.baseVal.value : 0;
+  const svg = f.querySelector('svg');
+  return {id: f.id, points: ys.length, series: lines.map((p) => p.dataset.series),
+          legend: (f.querySelector('.legend') || {}).textContent || "",
+          nonzero: ys.some((y) => y < bottom - 0.5), collecting: !!f.querySelector('.collecting'),
+          width: svg ? svg.getBoundingClientRect().width : 0};
+});
+"""
+
+
+def _charts(driver: Any) -> dict[str, dict[str, Any]]:
+    from selenium.common.exceptions import JavascriptException
+
+    try:
+        return {chart["id"]: chart for chart in driver.execute_script(_CHARTS_JS)}
+    except JavascriptException:  # the charts were being replaced by their refresh
+        return {}
+
+
+def _charts_drawn(driver: Any, min_points: int) -> bool:
+    charts = _charts(driver)
+    return set(charts) == set(CHARTS) and all(c["points"] >= min_points and c["nonzero"] and not c["collecting"]
+                                              for c in charts.values())
+
+
 def test_status_page_shows_live_numbers_dead_letters_and_finds_a_message(
         mosquitto: MosquittoBroker, emulator: Emulator, bridge_factory: BridgeFactory, browser: Any) -> None:
     """Logged in with the token, the page shows live counts, the dead letters with reasons, and a message's path."""
@@ -120,3 +159,62 @@ def test_status_page_shows_live_numbers_dead_letters_and_finds_a_message(
     search.send_keys("t/factory/L1/")
     browser.find_element("css selector", "#search button").click()
     wait_until(lambda: _text(browser, "trace").count(TOPIC) >= 25, timeout_s=10, message="topic search")
+
+
+def _history(base: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{base}/status/history.json", timeout=5) as response:  # noqa: S310 - local test URL
+        samples: list[dict[str, Any]] = json.loads(response.read())["samples"]
+    return samples
+
+
+def test_status_page_draws_the_last_hour_charts_with_data(
+        mosquitto: MosquittoBroker, emulator: Emulator, bridge_factory: BridgeFactory, browser: Any) -> None:
+    """After traffic, a dead letter and an API outage (a backlog, failed batches), every chart of the page is drawn
+    with data points (counted in the browser's SVG DOM), the error chart names the class, the page refreshes the
+    charts by itself, and at a phone's width they fit the screen. Screenshots: test-artifacts/status-charts.png and
+    status-charts-phone.png."""
+    # one history sample a second (health.history_interval_s, 10 s by default) so that the charts fill quickly
+    service = bridge_factory(mosquitto, emulator, health={"enabled": True, "port": 0, "history_interval_s": 1})
+    base = f"http://127.0.0.1:{service.health_port}"
+    browser.get(f"{base}/status")
+    assert browser.find_element("id", "charts")
+    with PahoClient(mosquitto, client_id="charts-publisher").connect() as publisher:
+        publisher.publish_many([(TOPIC, detection_message(seq)) for seq in range(10)])
+        publisher.publish_many([(TOPIC, b"{not json")])
+        wait_until(lambda: len(events_by_seq(emulator.events())) == 10, timeout_s=20, message="delivered")
+        emulator.set_faults(status_always=503)  # the API is down: a backlog builds up and batches fail
+        publisher.publish_many([(TOPIC, detection_message(seq)) for seq in range(10, 20)])
+        # two samples of it: the failing requests (retried at least every api.retry_max_s) span both intervals
+        wait_until(lambda: sum(s["backlogDepth"] >= 10 and s["oldestAgeS"] > 0 for s in _history(base)) >= 2,
+                   timeout_s=20, message="two samples of the backlog")
+        emulator.clear_faults()
+        wait_until(lambda: len(events_by_seq(emulator.events())) == 20, timeout_s=20, message="backlog delivered")
+    assert service.stats.count("api_retries", "503") >= 1
+
+    try:
+        wait_until(lambda: _charts_drawn(browser, min_points=3), timeout_s=20, message="every chart drawn with data")
+    except AssertionError as exc:  # say what the browser drew
+        raise AssertionError(f"{exc}; drawn: {_charts(browser)}") from None
+    charts = _charts(browser)
+    assert "server" in charts["chart-errors"]["series"] and "server" in charts["chart-errors"]["legend"]
+    assert "batch" in charts["chart-latency"]["series"]
+    drawn = charts["chart-received"]["points"]
+    wait_until(lambda: _charts(browser).get("chart-received", {}).get("points", 0) > drawn, timeout_s=15,
+               message="the page refreshes its charts")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("document.getElementById('charts').scrollIntoView()")
+    desktop = ARTIFACTS / "status-charts.png"
+    assert browser.save_screenshot(str(desktop))
+    assert desktop.stat().st_size > 10_000
+
+    browser.set_window_size(390, 844)  # a phone
+    wait_until(lambda: browser.execute_script("return window.innerWidth") <= 400, timeout_s=5, message="resized")
+    browser.execute_script("document.getElementById('charts').scrollIntoView()")
+    inner = browser.execute_script("return window.innerWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= inner, "page wider than a phone"
+    widths = {c["id"]: c["width"] for c in _charts(browser).values()}
+    assert set(widths) == set(CHARTS) and all(200 < width <= inner for width in widths.values()), widths
+    phone = ARTIFACTS / "status-charts-phone.png"
+    assert browser.save_screenshot(str(phone))
+    assert phone.stat().st_size > 10_000

@@ -20,7 +20,7 @@ OWNERS = {
     "prometheus_client": {"observe.metrics"},
     "selenium": set(),
     "google.protobuf": {"decode.sparkplug_schema"},
-    "yaml": {"config.load", "cli.run", "devtools.bench.runner"},
+    "yaml": {"config.load", "config.dump", "cli.run", "devtools.bench.runner"},
     # Pillow checks and resizes images in `images.checks` only. The demo's simulated camera and the benchmark's
     # chart draw pictures with it; neither is part of the product.
     "PIL": {"images.checks", "devtools.simulator", "devtools.bench.runner"},

@@ -2,14 +2,15 @@
 
 - `naive`: what people write (issue 14 item 5): `paho.Client(CallbackAPIVersion.VERSION2)` with paho's defaults
   (MQTT 3.1.1, auto-ack), one `on_message` that appends `json.loads(payload)` to a list, and a sender thread that
-  posts 100 at a time to the batch endpoint with a `requests.Session` (`json=`). Not durable: it acks before
+  posts 100 at a time to the batch endpoint with a `requests.Session` (`json=`), a partial batch once its oldest
+  message waited `--max-wait-s` (the bridge's `flush.max_wait_s` in the same run). Not durable: it acks before
   anything is stored and loses data on any crash or API error. The only non-default is `clean_session=False` with a
   fixed client id, without which no script can drain a backlog queued while it was away (the drain mode).
 - `naive-mqtt5`: the same script on MQTT 5 (session expiry 1 h, paho's default Receive Maximum): the protocol's cost.
 - `receive-only`, `receive-only-mqtt5`: a paho subscriber that only counts (auto-ack): the ceiling of what comes off
   the broker, with each protocol.
 - `sink-load`: the sink's own capacity: posts ready-made batches of `--batch` events straight to the sink from
-  `--clients` threads, each with its own `requests.Session`.
+  `--clients` threads, each with its own keep-alive `http.client` connection (requests would measure itself).
 
 Subscribers print `ready` once subscribed and a JSON line with their counts when they have seen `--count` messages,
 then wait for stdin to close (so the runner can read `/proc` while they are alive). Run as
@@ -19,10 +20,12 @@ then wait for stdin to close (so the runner can read `/proc` while they are aliv
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import threading
 import time
+import urllib.parse
 
 import orjson
 import paho.mqtt.client as paho
@@ -80,10 +83,15 @@ def _subscriber(args: argparse.Namespace) -> None:
     def sender() -> None:
         session = requests.Session()
         url = f"{args.sink}/vision-events/batch"
+        oldest = 0.0
         while True:
-            chunk = batch[:100]
-            del batch[:len(chunk)]
-            if chunk:
+            if batch and not oldest:
+                oldest = time.monotonic()
+            # 100 per POST; a partial batch once its oldest message waited max_wait_s (or at the end)
+            if len(batch) >= 100 or (batch and (done.is_set() or time.monotonic() - oldest >= args.max_wait_s)):
+                chunk = batch[:100]
+                del batch[:len(chunk)]
+                oldest = 0.0
                 session.post(url, json={"events": chunk}, headers={"Authorization": "Bearer bench"}, timeout=30)
             elif done.is_set():
                 return
@@ -123,10 +131,18 @@ def _sink_load(args: argparse.Namespace) -> None:
                                        for i in range(args.batch)]}) for b in range(batches)]
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
 
+    address = urllib.parse.urlsplit(args.sink)
+
     def post(share: list[bytes]) -> None:
-        session = requests.Session()
+        # http.client, not requests: this measures the sink, and requests' own cost per POST would be the limit
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
         for body in share:
-            session.post(f"{args.sink}/vision-events/batch", data=body, headers=headers, timeout=30)
+            connection.request("POST", "/vision-events/batch", body=body, headers=headers)
+            reply = connection.getresponse()
+            reply.read()
+            if reply.status != 201:
+                raise RuntimeError(f"the sink answered {reply.status}")
+        connection.close()
 
     threads = [threading.Thread(target=post, args=(bodies[n::args.clients],), name=f"sink-load-{n}")
                for n in range(args.clients)]
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sink", default="")
     parser.add_argument("--client-id", default="bench-baseline")
     parser.add_argument("--topic", default="bench/+/+/detections")
+    parser.add_argument("--max-wait-s", type=float, default=0.5, help="naive: post a partial batch after this")
     parser.add_argument("--setup-only", action="store_true", help="create the session, then exit")
     parser.add_argument("--batch", type=int, default=100, help="sink-load: events per POST")
     parser.add_argument("--clients", type=int, default=2, help="sink-load: parallel connections")

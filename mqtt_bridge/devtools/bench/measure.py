@@ -25,13 +25,13 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `predicate` every 20 ms; `TimeoutError` naming `what` after `timeout_s`."""
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.02) -> None:
+    """Poll `predicate` every `poll_s`; `TimeoutError` naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(poll_s)
 
 
 def _children(pid: int) -> list[int]:

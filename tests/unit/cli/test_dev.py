@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 
 import pytest
+import requests
 
 from mqtt_bridge.cli.dev import DEMO_EXTRA
 from mqtt_bridge.cli.main import EXIT_CONFIG, main
@@ -43,3 +46,21 @@ def test_cli_run_and_the_operator_tools_load_without_amqtt() -> None:
     for family in ("run", "decode", "dlq", "export", "status", "use_cases", "dev"):
         importlib.import_module(f"mqtt_bridge.cli.{family}")
     assert "mqtt_bridge.devtools.broker" not in sys.modules
+
+
+def test_cli_emulator_stops_on_sigterm_with_exit_0() -> None:
+    """`mqtt-bridge emulator` ends on SIGTERM as on Ctrl-C (a container engine stops its PID 1 with SIGTERM)."""
+    process = subprocess.Popen([sys.executable, "-m", "mqtt_bridge", "emulator", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once it listens
+        assert "Vision Events emulator on http://" in line, line
+        url = line.split(" on ", 1)[1].split("/ ", 1)[0]
+        assert requests.get(f"{url}/", timeout=5).status_code == 200  # it serves before the signal
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -25,7 +25,7 @@ from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.dryrun import DryRun
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "payloads"
-README = Path(__file__).resolve().parents[3] / "README.md"
+CONFIG_README = Path(__file__).resolve().parents[3] / "config" / "README.md"
 INPUT_SUFFIXES = (".json", ".bin", ".jpg")
 
 
@@ -119,9 +119,9 @@ def test_golden_decode_command_prints_expected(case: GoldenCase, tmp_path: Path,
 
 
 def test_golden_readme_route_snippets_are_valid() -> None:
-    """The per-format config snippets in the README's "Payload formats" are valid routes."""
-    text = README.read_text()
-    section = text[text.index("Payload formats (`format:`)"):text.index("**Events without images.**")]
+    """The per-format config snippets in config/README.md's "Payload formats" are valid routes."""
+    text = CONFIG_README.read_text()
+    section = text[text.index("\n## Payload formats\n"):text.index("\n## Filters, event types and rules\n")]
     snippets = re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
     assert len(snippets) >= 7
     for snippet in snippets:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.images.fetch import UrlFetcher, UrlPolicy, is_forbidden_address
+from tests.drip import DRIPS, DripServer
 
 JPEG = io.BytesIO()
 Image.new("RGB", (32, 24), (200, 40, 40)).save(JPEG, format="JPEG")
@@ -364,63 +365,11 @@ def test_fetch_body_shorter_than_its_content_length_is_refused(server: _Server, 
 
 # --- slow servers: one deadline for the whole fetch ---------------------------------------------------------------
 
-class _DripServer:
-    """A raw TCP server that reads a request, then sends `head` at once and `drip` one byte every `every_s`
-    (repeating `drip` forever), for at most `give_up_s` (so that a fetch without a deadline ends, and fails the
-    test on its duration rather than hanging it)."""
-
-    def __init__(self, head: bytes, drip: bytes, every_s: float = 0.05, give_up_s: float = 6.0) -> None:
-        self.head, self.drip, self.every_s, self.give_up_s = head, drip, every_s, give_up_s
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        threading.Thread(target=self._accept, name="drip-accept", daemon=True).start()
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="drip-conn", daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(2)
-                conn.recv(65536)
-                conn.sendall(self.head)
-                ends = time.monotonic() + self.give_up_s
-                index = 0
-                while time.monotonic() < ends and not self.stopped.is_set():
-                    conn.sendall(self.drip[index % len(self.drip):index % len(self.drip) + 1])
-                    index += 1
-                    time.sleep(self.every_s)
-            except OSError:
-                return  # the client gave up: what we want
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
-
-
-SLOW_SERVERS = {
-    "status_line": (b"", b"HTTP/1.1 200 OK"),  # never finishes the status line
-    "headers": (b"HTTP/1.1 200 OK\r\n", b"X-Slow: yes\r\n"),  # a header line at a time, never the blank line
-    "continue": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # endless 100 Continue
-    "chunk_sizes": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),  # tiny chunks
-    "chunk_size_line": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),  # 000000... no end
-    "body": (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\xff\xd8\xff", b"x"),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(SLOW_SERVERS))
+@pytest.mark.parametrize("kind", sorted(DRIPS))
 def test_fetch_slow_drip_is_cut_off_at_the_deadline(kind: str) -> None:
     """A server that drips its status line, headers, 100 Continues, chunk sizes or body a byte at a time is cut
     off at timeout_s (each read is quick; the whole is not), as image_fetch_failed."""
-    head, drip = SLOW_SERVERS[kind]
-    server = _DripServer(head, drip)
+    server = DripServer(give_up_s=6.0, only=kind)
     try:
         fetcher = _fetcher(hosts=(f"127.0.0.1:{server.port}",), timeout_s=0.6)
         started = time.monotonic()

@@ -238,7 +238,7 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
     healthy server and a plain route are served while the slow fetches run to their deadline."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tests.unit.images.test_fetch import _DripServer
+    from tests.drip import DripServer
 
     class Fast(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -251,7 +251,7 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    slow = _DripServer(b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n", give_up_s=30)
+    slow = DripServer(give_up_s=30, only="headers")
     fast = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
     threading.Thread(target=fast.serve_forever, args=(0.05,), daemon=True).start()
 

@@ -9,33 +9,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from mqtt_bridge.observe.health import COOKIE, HealthServer
-
-
-@dataclass
-class _State:
-    is_alive: bool = True
-    is_ready: bool = True
-    mqtt_connected: bool = True
-    mqtt_subscribed: bool = True
-    api_ready: bool = True
-    buffer_writable: bool = True
-    backpressured: bool = False
-    buffer_depth: int = 0
-    dead_letters: int = 0
-    last_error: str = ""
-    api_not_ready_reason: str = ""
-    mqtt_problem: str = ""
-    mqtt_protocol: str = ""
-    not_ready_reason: str = ""
+from tests.unit.observe.state_stub import StateStub
 
 
 def _server(**options: object) -> HealthServer:
-    state = _State()
+    state = StateStub()
     return HealthServer("127.0.0.1", 0, lambda: state, metrics=lambda: (b"m 1\n", "text/plain"),
                         **options)  # type: ignore[arg-type]
 
@@ -118,7 +100,7 @@ def test_health_login_is_a_post_and_the_cookie_is_a_signed_session(server: Healt
 
 def test_health_warns_when_listening_beyond_loopback_without_a_token(caplog: pytest.LogCaptureFixture) -> None:
     """0.0.0.0 without a token warns at start; with a token, or on loopback, it does not."""
-    state = _State()
+    state = StateStub()
     for host, token, warns in (("0.0.0.0", None, True), ("0.0.0.0", "t0ken-1", False),
                                ("127.0.0.1", None, False)):
         caplog.clear()

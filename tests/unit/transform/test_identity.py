@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
+import uuid
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ from mqtt_bridge.errors import DecodeError
 from mqtt_bridge.model.values import JsonValue
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.transform.identity import (
+    EVENT_ID_NAMESPACE,
     derive_event_id,
     event_id_for,
     format_reads_own_id,
@@ -151,3 +154,11 @@ def test_identity_and_the_sdk_load_no_pillow_and_no_decoders() -> None:
             "'mqtt_bridge.transform.ingest', 'mqtt_bridge.images'))]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_identity_ids_are_the_uuid5_text_of_the_sha1_digest() -> None:
+    """The hand-formatted ids equal `str(uuid.UUID(bytes=digest[:16], version=5))` for any digest."""
+    for n in range(2000):
+        payload = n.to_bytes(4, "big") * (n % 7)
+        digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + b"r\nt\n" + payload, usedforsecurity=False).digest()
+        assert derive_event_id("r", "t", payload) == str(uuid.UUID(bytes=digest[:16], version=5))
