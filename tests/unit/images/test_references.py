@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -232,17 +233,11 @@ def test_references_url_template_dot_values_are_encoded_and_refused(value: str,
     assert contacted == []
 
 
-def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_thread() -> None:
-    """100 messages for a route whose image server drips bytes: offering them (the processor) waits at most a
-    moment; past the route's waiting limit they go on with image_fetch_failed (backed off); a URL route with a
-    healthy server and a plain route are served while the slow fetches run to their deadline."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.drip import DripServer
+def _image_server(body: bytes) -> ThreadingHTTPServer:
+    """A local HTTP server, running, that answers every GET with `body` at once (shut it down when done)."""
 
     class Fast(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = tiny_png(2)
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -251,9 +246,19 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
         def log_message(self, format: str, *args: object) -> None:
             return
 
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True, name="t-images").start()
+    return server
+
+
+def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_thread() -> None:
+    """100 messages for a route whose image server drips bytes: offering them (the processor) waits at most a
+    moment; past the route's waiting limit they go on with image_fetch_failed (backed off); a URL route with a
+    healthy server and a plain route are served while the slow fetches run to their deadline."""
+    from tests.drip import DripServer
+
     slow = DripServer(give_up_s=30, only="headers")
-    fast = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
-    threading.Thread(target=fast.serve_forever, args=(0.05,), daemon=True).start()
+    fast = _image_server(tiny_png(2))
 
     def url_route(name: str, port: int) -> dict[str, Any]:
         return {"name": name, "topic": f"{name}/{{cam}}", "use_case": "uc", "image": {"url": {
@@ -303,21 +308,7 @@ def test_references_a_slow_route_backs_off_alone_and_never_blocks_the_mqtt_threa
 def test_references_a_burst_for_a_healthy_server_is_fetched_not_backed_off() -> None:
     """300 messages at once for a route whose image server answers at once (a backlog read from the raw log): more
     than the route's waiting limit, yet every one is fetched with its image, none backed off."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Fast(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = tiny_png(3)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    fast = ThreadingHTTPServer(("127.0.0.1", 0), Fast)
-    threading.Thread(target=fast.serve_forever, args=(0.05,), daemon=True).start()
+    fast = _image_server(tiny_png(3))
     port = fast.server_address[1]
     running = _Stage([{"name": "fast", "topic": "fast/{cam}", "use_case": "uc", "image": {"url": {
         "field": "u", "allow_hosts": [f"127.0.0.1:{port}"], "allow_private_networks": ["127.0.0.1/32"],
