@@ -1,9 +1,9 @@
 """`mqtt-bridge run`, `check-config` and `schema`: the bridge itself, and its configuration.
 
-Owns: starting the `Service` on a loaded config and mapping what stops it to an exit code; printing the effective
-configuration (secrets redacted) or the reference of one key (`--explain`, the text comes from `config.explain`);
-the JSON Schemas of the config file and of the canonical message (what `config/schema.json` and
-`config/message.schema.json` hold).
+Owns: starting the `Service` on a loaded config (with glibc's allocator tuned, `cli.malloc`) and mapping what stops
+it to an exit code; printing the effective configuration (secrets redacted) or the reference of one key
+(`--explain`, the text comes from `config.explain`); the JSON Schemas of the config file and of the canonical
+message (what `config/schema.json` and `config/message.schema.json` hold).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mqtt_bridge.cli.common import (
     setup_logging,
     with_config,
 )
+from mqtt_bridge.cli.malloc import tune_malloc
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.config.load import redacted
 from mqtt_bridge.errors import StorageError
@@ -39,6 +40,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     def run(config: BridgeConfig) -> int:
         setup_logging(args.log_level or config.logging.level, config.logging.format, config)
+        tune_malloc()  # freed payloads and images go back to the system (see cli.malloc)
         if args.allow_missing_use_cases:
             log.warning("--allow-missing-use-cases is no longer needed and has no effect: a use case absent from "
                         "the workspace's list only warns")
