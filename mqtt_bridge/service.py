@@ -84,7 +84,8 @@ class Service:
         _register_secrets(self.config)
         self.stats = Stats()
         self.trace = MessageTrace(config.health.trace_size)
-        self.metrics = Metrics(self.stats, self.state, self._buffer_gauges)
+        self.metrics = Metrics(self.stats, self.state, self._buffer_gauges,
+                               high_water_bytes=self.config.buffer.max_bytes)
         del allow_missing_use_cases  # retired: the use-case check only warns
         self._receipts: Receipts | None = None
         self._receipt_client: MqttPublisher | None = None
@@ -249,8 +250,7 @@ class Service:
         log_use_case_check(result)
 
     def _buffer_gauges(self) -> BufferGauges:
-        """Buffer bytes, oldest ages and the raw log's depth for metrics and the status page (re-read at most once
-        a second)."""
+        """Buffer bytes, oldest ages, raw log depth for metrics and the status page (re-read at most once a second)."""
         read_at, gauges = self._gauges
         now = time.time()
         if now - read_at >= 1.0:

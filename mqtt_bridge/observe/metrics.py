@@ -121,10 +121,12 @@ class BufferGauges:
 
 
 class _BridgeCollector(Collector):
-    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges]) -> None:
+    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges],
+                 high_water_bytes: int) -> None:
         self._stats = stats
         self._state = state
         self._buffer = buffer
+        self._high_water_bytes = high_water_bytes
 
     def collect(self) -> Iterator[Metric]:
         counters = self._stats.counters()
@@ -171,6 +173,8 @@ class _BridgeCollector(Collector):
         for name, value, help_text in (
             ("buffer_depth", state.buffer_depth, "Events waiting in the disk buffer."),
             ("buffer_bytes", buffer.bytes, "Bytes the disk buffer uses."),
+            ("buffer_max_bytes", self._high_water_bytes, "The buffer's high-water mark (buffer.max_bytes): above it "
+             "the bridge stops acking the broker (or sheds images)."),
             ("oldest_undelivered_age_seconds", buffer.oldest_age_s,
              "Age of the oldest event waiting for delivery (0 when the buffer is empty)."),
             ("raw_log_depth", buffer.raw_depth, "Raw MQTT messages acked and logged but not yet processed into "
@@ -198,9 +202,10 @@ class _BridgeCollector(Collector):
 class Metrics:
     """The metrics of one bridge: a private registry with the bridge collector and the process collector."""
 
-    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges]) -> None:
+    def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges], *,
+                 high_water_bytes: int = 0) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_BridgeCollector(stats, state, buffer))
+        self.registry.register(_BridgeCollector(stats, state, buffer, high_water_bytes))
         ProcessCollector(namespace="mqtt_bridge", registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

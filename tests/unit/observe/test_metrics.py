@@ -118,3 +118,9 @@ def test_metrics_export_cache_evictions_per_cache() -> None:
     for cache in CACHE_NAMES:
         assert f'mqtt_bridge_cache_evictions_total{{cache="{cache}"}}' in text
     assert 'mqtt_bridge_cache_evictions_total{cache="trace"} 0.0' not in text
+
+
+def test_metrics_render_the_buffer_high_water_mark() -> None:
+    """/metrics has the buffer's high-water mark (buffer.max_bytes), so an alert can compare each bridge to its own."""
+    body, _ = Metrics(Stats(), _State, lambda: BufferGauges(4096, 1.0), high_water_bytes=160 * 2**20).render()
+    assert "mqtt_bridge_buffer_max_bytes 1.6777216e+08" in body.decode()
