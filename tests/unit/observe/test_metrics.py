@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from mqtt_bridge.api.client import BatchAnswer
@@ -11,20 +9,15 @@ from mqtt_bridge.errors import RetryableApiError
 from mqtt_bridge.model.values import JsonDict
 from mqtt_bridge.observe.metrics import BufferGauges, Metrics, TimedEventsApi
 from mqtt_bridge.observe.stats import LATENCY_BUCKETS_S, Stats
+from tests.unit.observe.state_stub import StateStub
 
 
-@dataclass(frozen=True)
-class _State:
-    is_ready: bool = True
-    mqtt_connected: bool = True
-    api_ready: bool = True
-    buffer_writable: bool = True
-    buffer_depth: int = 7
-    dead_letters: int = 2
+def _state() -> StateStub:
+    return StateStub(buffer_depth=7, dead_letters=2)
 
 
 def _render(stats: Stats, oldest_s: float = 12.5) -> str:
-    body, kind = Metrics(stats, _State, lambda: BufferGauges(4096, oldest_s)).render()
+    body, kind = Metrics(stats, _state, lambda: BufferGauges(4096, oldest_s)).render()
     assert kind.startswith("text/plain")
     return body.decode()
 
@@ -68,7 +61,7 @@ def test_metrics_render_lists_every_issue_metric_with_labels() -> None:
 
 def test_metrics_render_the_raw_log_depth_and_oldest_age() -> None:
     """/metrics has the raw log's depth and the age of its oldest unprocessed message (0 by default)."""
-    body, _ = Metrics(Stats(), _State, lambda: BufferGauges(4096, 1.0, 17, 3.5)).render()
+    body, _ = Metrics(Stats(), _state, lambda: BufferGauges(4096, 1.0, 17, 3.5)).render()
     text = body.decode()
     assert "mqtt_bridge_raw_log_depth 17.0" in text and "mqtt_bridge_raw_log_oldest_age_seconds 3.5" in text
     assert "mqtt_bridge_raw_log_depth 0.0" in _render(Stats())
@@ -122,5 +115,5 @@ def test_metrics_export_cache_evictions_per_cache() -> None:
 
 def test_metrics_render_the_buffer_high_water_mark() -> None:
     """/metrics has the buffer's high-water mark (buffer.max_bytes), so an alert can compare each bridge to its own."""
-    body, _ = Metrics(Stats(), _State, lambda: BufferGauges(4096, 1.0), high_water_bytes=160 * 2**20).render()
+    body, _ = Metrics(Stats(), _state, lambda: BufferGauges(4096, 1.0), high_water_bytes=160 * 2**20).render()
     assert "mqtt_bridge_buffer_max_bytes 1.6777216e+08" in body.decode()
