@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from mqtt_bridge.config.sections import MqttConfig
 
-__all__ = ["PROTOCOL_MEANING", "PublishError"]
+__all__ = ["PROTOCOL_MEANING", "PublishError", "apply_credentials"]
 
 V5 = "5"
 V311 = "3.1.1"
@@ -50,6 +50,14 @@ def _first_protocol(config: MqttConfig) -> str:
     return V311 if config.protocol == V311 else V5
 
 
+def apply_credentials(client: paho.Client, config: MqttConfig) -> None:
+    """The user name, password and TLS context of `config` on a paho client (the bridge's, and discover's)."""
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password_value())
+    if config.tls.enabled:
+        client.tls_set_context(_tls_context(config))
+
+
 def _new_client(config: MqttConfig, client_id: str, *, manual_ack: bool) -> paho.Client:
     v5 = _first_protocol(config) == V5
     client = paho.Client(
@@ -57,10 +65,7 @@ def _new_client(config: MqttConfig, client_id: str, *, manual_ack: bool) -> paho
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
         clean_session=None if v5 else False, manual_ack=manual_ack,
     )
-    if config.username is not None:
-        client.username_pw_set(config.username, config.password_value())
-    if config.tls.enabled:
-        client.tls_set_context(_tls_context(config))
+    apply_credentials(client, config)
     client.reconnect_delay_set(max(1, int(config.reconnect_min_s)), max(1, int(config.reconnect_max_s)))
     return client
 

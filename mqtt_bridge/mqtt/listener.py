@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_bridge.config.sections import MqttConfig
 from mqtt_bridge.model.capture import CapturedMessage
-from mqtt_bridge.mqtt.client import V5, _tls_context
+from mqtt_bridge.mqtt.client import V5, apply_credentials
 from mqtt_bridge.mqtt.diagnosis import (
     Diagnosis,
     Endpoint,
@@ -73,10 +73,7 @@ class ReadOnlyListener:
             CallbackAPIVersion.VERSION2, client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self._is_v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if self._is_v5 else True)
-        if config.username is not None:
-            self._client.username_pw_set(config.username, config.password_value())
-        if config.tls.enabled:
-            self._client.tls_set_context(_tls_context(config))
+        apply_credentials(self._client, config)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
