@@ -148,12 +148,13 @@ class TreeSampler:
         self._peak_rss_bytes = 0
         self._error: BaseException | None = None
 
-    def start(self) -> None:
-        """Take the first sample (CPU counts from here) and start sampling."""
+    def start(self) -> TreeSampler:
+        """Take the first sample (CPU counts from here) and start sampling; returns itself."""
         self.sample()
         self._base_ticks = sum(r.total_ticks for r in self._last.values())
         self._thread = threading.Thread(target=self._loop, name=f"tree-sampler-{self.root_pid}")
         self._thread.start()
+        return self
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
