@@ -14,6 +14,10 @@ and a child that dies is replaced by a new one (issue 14 items 2 and 5: "RSS of 
   process, as `ps` shows them).
 - `processes` counts the distinct processes seen (pid and start time, so a reused pid is another process).
 
+Between two samples is what it cannot see: a child born and reaped there counts in CPU (its parent's reaped CPU)
+but not in RSS or `processes`; one born and orphaned there is missed. A sample costs about 1 ms of CPU for three
+processes of 13 threads (measured), in the caller's process, not in the measured tree.
+
 Does not start or stop anything, and reads nothing of the processes but `/proc`. No psutil: the project does not
 depend on it, and these three figures need two small files per process.
 """
