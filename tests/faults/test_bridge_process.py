@@ -125,8 +125,9 @@ def _exit_code_or_stacks(bridge: FaultBridge, timeout_s: float, name: str) -> in
     except subprocess.TimeoutExpired:
         with contextlib.suppress(subprocess.TimeoutExpired):
             bridge.process.signal(signal.SIGABRT, 10)
-        pytest.fail(f"{name}: no exit within {timeout_s:.0f} s; its output and thread stacks:\n"
-                    f"{bridge.run_log()[-8000:]}")
+        output = bridge.run_log()  # its start (what it opened) and its end (the stacks)
+        shown = output if len(output) <= 10_000 else f"{output[:3000]}\n[...]\n{output[-7000:]}"
+        pytest.fail(f"{name}: no exit within {timeout_s:.0f} s; its output and thread stacks:\n{shown}")
 
 
 def test_bridge_refuses_a_corrupt_buffer_with_exit_4_and_keeps_the_file(rig: FaultRig,
