@@ -22,10 +22,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import orjson
 
 from mqtt_bridge.api.client import VisionEventsClient
 from mqtt_bridge.config.routes import RouteConfig
@@ -87,8 +89,15 @@ def fill(path: Path, count: int) -> None:
                 for seq in range(first, min(first + _PER_COMMIT, count))])
 
 
+def _sink(url: str, method: str = "GET") -> object:
+    """One request to the sink's own endpoints (the stdlib: `api` is the product's only `requests` user)."""
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as answer:  # noqa: S310
+        return orjson.loads(answer.read())
+
+
 def _sink_count(sink_url: str) -> int:
-    stats = requests.get(f"{sink_url}/_sink/stats", timeout=10).json()
+    stats = _sink(f"{sink_url}/_sink/stats")
+    assert isinstance(stats, dict)
     return int(stats["unique"]) if int(stats["rewrites"]) == 0 else -1
 
 
@@ -147,7 +156,7 @@ def measure(count: int, runs: int) -> list[DrainResult]:
                 # in a child process, so that a profiler of this one sees the drain only
                 subprocess.run([sys.executable, "-m", _MODULE, "--fill", str(path), "--count", str(count)],
                                check=True)
-                requests.post(f"{sink_url}/_sink/reset", timeout=10)
+                _sink(f"{sink_url}/_sink/reset", "POST")
                 results.append(drain(path, sink_url, count))
                 delivered = _sink_count(sink_url)
                 if delivered != count:
@@ -160,9 +169,10 @@ def measure(count: int, runs: int) -> list[DrainResult]:
 
 def _is_up(sink_url: str) -> bool:
     try:
-        return requests.get(f"{sink_url}/_sink/count", timeout=1).ok
-    except requests.RequestException:
+        _sink(f"{sink_url}/_sink/count")
+    except (OSError, urllib.error.URLError):
         return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
