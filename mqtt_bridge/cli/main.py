@@ -137,8 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--modes", default="drain,max,rate", help="comma-separated subset of drain,max,rate")
     p.add_argument("--max-wait-s", type=float, default=0.5, help="the bridge's flush.max_wait_s")
-    p.add_argument("--systems", default="bridge,naive,naive-mqtt5,receive-only,receive-only-mqtt5",
-                   help="comma-separated subset of bridge,naive,naive-mqtt5,receive-only,receive-only-mqtt5")
+    p.add_argument("--systems", default="bridge,bridge-1proc,naive,naive-mqtt5,receive-only,receive-only-mqtt5",
+                   help="comma-separated subset of bridge,bridge-1proc (the bridge with --single-process),naive,"
+                        "naive-mqtt5,receive-only,receive-only-mqtt5")
     p.set_defaults(runs="bench")
 
     p = sub.add_parser("dlq", help="list, show, replay or purge dead letters (bridge stopped)")

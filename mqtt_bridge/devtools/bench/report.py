@@ -11,11 +11,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["CAPACITY_FACTOR", "MODES", "SINK_USERS", "SYSTEMS", "Capacity", "RunResult", "Summary",
+__all__ = ["BRIDGES", "CAPACITY_FACTOR", "MODES", "SINK_USERS", "SYSTEMS", "Capacity", "RunResult", "Summary",
            "capacity_line", "capacity_shortfalls", "summarize", "table"]
 
-SYSTEMS = ("bridge", "naive", "naive-mqtt5", "receive-only", "receive-only-mqtt5")
-SINK_USERS = ("bridge", "naive", "naive-mqtt5")  # the receive-only ceilings post nothing
+# bridge: `mqtt-bridge run` (a supervisor, a receiver and a worker process); bridge-1proc: `run --single-process`
+BRIDGES = ("bridge", "bridge-1proc")
+SYSTEMS = (*BRIDGES, "naive", "naive-mqtt5", "receive-only", "receive-only-mqtt5")
+SINK_USERS = (*BRIDGES, "naive", "naive-mqtt5")  # the receive-only ceilings post nothing
 MODES = ("drain", "max", "rate")
 CAPACITY_FACTOR = 3.0
 Summary = dict[str, dict[str, dict[str, float | None]]]

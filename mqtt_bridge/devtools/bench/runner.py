@@ -4,9 +4,9 @@ Owns: the three modes (max rate, drain of a queued backlog, fixed rate), interle
 the baselines in the same run (the receive-only ceilings in drain only: in the other modes the publisher would be
 what they measure), measurement from outside each system (CPU, peak RSS and count of all its processes via
 `devtools.bench.tree`; the sink's arrival times and latencies), the rig's own capacity (the sink alone; the
-publisher into Mosquitto, checked by a counting subscriber that must see all), the JSON file and the PNG chart.
-Figures and the capacity rule live in `devtools.bench.report`; `run_bench` raises `CapacityError` (after writing
-the results) when the rule fails.
+publisher into Mosquitto, checked by a counting subscriber that must see all) and the JSON file (the PNG chart is
+`devtools.bench.chart`'s). Figures and the capacity rule live in `devtools.bench.report`; `run_bench` raises
+`CapacityError` (after writing the results) when the rule fails.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from typing import IO
 import requests
 import yaml
 
+from mqtt_bridge.devtools.bench.chart import draw_chart
 from mqtt_bridge.devtools.bench.measure import free_port, wait_for
 from mqtt_bridge.devtools.bench.report import (
+    BRIDGES,
     MODES,
     SYSTEMS,
     Capacity,
     RunResult,
-    Summary,
     capacity_line,
     capacity_shortfalls,
     summarize,
@@ -80,7 +81,7 @@ class _System:
         self.tree: TreeSampler | None = None  # sampled from the start: the peak RSS covers start-up too
         self.log: IO[str] | None = None
         self._config = workdir / f"{name}.yaml"
-        if name == "bridge":
+        if name in BRIDGES:
             self._config.write_text(yaml.safe_dump({
                 "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": self.client_id, "protocol": "5",
                          "receive_maximum": 500},
@@ -94,8 +95,9 @@ class _System:
             }))
 
     def _command(self, count: int, setup_only: bool) -> list[str]:
-        if self.name == "bridge":
-            return [sys.executable, "-m", "mqtt_bridge", "run", "--config", str(self._config)]
+        if self.name in BRIDGES:  # bridge-1proc: the same bridge in one process (`run --single-process`)
+            return [sys.executable, "-m", "mqtt_bridge", "run", "--config", str(self._config),
+                    *(["--single-process"] if self.name == "bridge-1proc" else [])]
         command = [sys.executable, "-m", f"{__package__}.baselines", self.name, "--port", str(self.mqtt_port),
                    "--count", str(max(count, 1)), "--client-id", self.client_id, "--sink", self.sink_url,
                    "--max-wait-s", str(self.max_wait_s)]
@@ -105,11 +107,11 @@ class _System:
         """Start the process and wait until it is subscribed."""
         self.log = (self.workdir / f"{self.name}.log").open("a")
         self.process = subprocess.Popen(self._command(count, setup_only), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE if self.name != "bridge" else self.log,
+                                        stdout=subprocess.PIPE if self.name not in BRIDGES else self.log,
                                         stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.tree = TreeSampler(self.process.pid).start()
-        if self.name == "bridge":
-            log_path = self.workdir / "bridge.log"
+        if self.name in BRIDGES:
+            log_path = self.workdir / f"{self.name}.log"
             runs = log_path.read_text().count("mqtt subscribed") if log_path.exists() else 0
             wait_for(lambda: self.process is not None and (self.process.poll() is not None or
                                                            log_path.read_text().count("mqtt subscribed") > runs),
@@ -142,7 +144,7 @@ class _System:
             return
         self.tree.stop()
         if self.process.poll() is None:
-            if self.name == "bridge":
+            if self.name in BRIDGES:
                 self.process.send_signal(signal.SIGTERM)
             elif self.process.stdin is not None:
                 self.process.stdin.close()
@@ -228,7 +230,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
     try:
         if mode == "drain":  # create the session, stop, queue the backlog while it is away
             system.start(count, setup_only=True)
-            if system_name == "bridge":
+            if system_name in BRIDGES:
                 system.stop()
             else:
                 system.result_line(30)
@@ -272,34 +274,6 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         events_per_s=(delivered - 1) / span if span > 0 and mode != "rate" else None,
         p50_ms=p50, p95_ms=p95, p99_ms=p99, cpu_s=cpu, wall_s=wall, cores=cpu / wall if wall > 0 else None,
         cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=usage.peak_rss_mb, processes=usage.processes)
-
-
-def _chart(summary: Summary, path: Path) -> None:
-    from PIL import Image, ImageDraw  # noqa: PLC0415 - only the chart needs it
-
-    modes = [m for m in ("drain", "max") if m in summary]
-    systems = [s for s in SYSTEMS if any(s in summary[m] for m in modes)]
-    width, height, margin = 760, 360, 50
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    peak = max([v["events_per_s"] or 0 for m in modes for v in summary[m].values()] + [1])
-    colors = {"bridge": (31, 119, 180), "naive": (255, 127, 14), "naive-mqtt5": (255, 187, 120),
-              "receive-only": (120, 120, 120), "receive-only-mqtt5": (190, 190, 190)}
-    group_w = (width - 2 * margin) / max(1, len(modes))
-    bar_w = (group_w - 40) / max(1, len(systems))
-    for gi, mode in enumerate(modes):
-        for si, system in enumerate(systems):
-            value = summary[mode].get(system, {}).get("events_per_s") or 0
-            x0 = margin + gi * group_w + 20 + si * bar_w
-            y0 = height - margin - (height - 2 * margin) * value / peak
-            draw.rectangle((x0, y0, x0 + bar_w - 6, height - margin), fill=colors[system])
-            draw.text((x0, y0 - 14), f"{value / 1000:,.1f}k", fill="black")
-        draw.text((margin + gi * group_w + group_w / 2 - 20, height - margin + 8), mode, fill="black")
-    for si, system in enumerate(systems):
-        draw.rectangle((margin + si * 135, 12, margin + si * 135 + 12, 24), fill=colors[system])
-        draw.text((margin + si * 135 + 16, 12), system, fill="black")
-    draw.text((margin, height - 20), "events/s (median), higher is better", fill="black")
-    image.save(path)
 
 
 def _sink_capacity(rig: _Rig, count: int) -> float:
@@ -388,7 +362,7 @@ def run_bench(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
         "summary": summary, "runs": [dataclasses.asdict(r) for r in results],
     }
     (settings.out_dir / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
-    _chart(summary, settings.out_dir / f"bench-{stamp}.png")
+    draw_chart(summary, settings.out_dir / f"bench-{stamp}.png")
     echo(table(summary, f"(medians of {settings.repetitions} interleaved repetitions; drain/max with "
                         f"{settings.count:,} messages, rate mode {settings.rate:g} msg/s for {settings.rate_seconds:g}"
                         f" s; max_wait_s={settings.max_wait_s}; load average {load_before[0]:.1f} on "
