@@ -41,7 +41,7 @@ from mqtt_bridge.supervise.link import RESTARTS, STOP, Message
 from mqtt_bridge.supervise.receiver_process import run_receiver
 from mqtt_bridge.supervise.worker_process import run_worker
 
-__all__ = ["Supervisor"]
+__all__ = ["PROCESS_NAMES", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ _BACKOFF_S = (0.5, 30.0)
 _FINAL_EXIT_CODES = {2, 3, 4}  # a child's exit code that another start would not change
 _KILL_AFTER_S = 2.0
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# the children's names in ps, top and /proc/<pid>/comm (at most 15 characters)
+PROCESS_NAMES = {run_receiver.__name__: "bridge-receiver", run_worker.__name__: "bridge-worker"}
 
 
 @dataclass(slots=True)
@@ -217,9 +220,11 @@ def _child_main(body: Callable[[BridgeConfig, Connection], int], config: BridgeC
     """A child's first steps: die with the parent, leave signals to it, close the parent's pipe ends, run."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            prctl(_PR_SET_NAME, PROCESS_NAMES[body.__name__].encode(), 0, 0, 0)  # what ps and top show
         except (OSError, AttributeError):
-            log.debug("PR_SET_PDEATHSIG unavailable; the child stops when its pipe closes")
+            log.debug("prctl unavailable; the child stops when its pipe closes")
     if os.getppid() != parent_pid:  # the parent died before the line above
         os._exit(1)
     for sig in (signal.SIGTERM, signal.SIGINT):
