@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -69,8 +70,11 @@ class Service:
         self.stats = Stats()
         self.remote = RemoteIntake(self.stats, f"{config.mqtt.host}:{config.mqtt.port}") if remote_intake else None
         self.trace = MessageTrace(config.health.trace_size)
+        remote = self.remote
         self.metrics = Metrics(self.stats, self.state, self._buffer_gauges,
-                               high_water_bytes=self.config.buffer.max_bytes)
+                               high_water_bytes=self.config.buffer.max_bytes,
+                               other_processes=None if remote is None else {"receiver": lambda: remote.pid,
+                                                                            "supervisor": os.getppid})
         del allow_missing_use_cases  # retired: the use-case check only warns
         self._receipts: Receipts | None = None
         self._receipt_client: MqttPublisher | None = None

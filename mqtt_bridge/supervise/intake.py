@@ -88,6 +88,13 @@ class RemoteIntake:
         self._lock = threading.Lock()
         self._state: IntakeState | None = None
         self._reported_at = 0.0
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The receiver process's pid, from its last report (None before the first)."""
+        with self._lock:
+            return self._pid
 
     def update(self, report: dict[str, object]) -> None:
         """Take one report: its state, and its counters and gauges into the worker's `Stats`."""
@@ -97,7 +104,9 @@ class RemoteIntake:
         if not isinstance(fields, dict) or not isinstance(counters, dict) or not isinstance(gauges, dict):
             return
         self._stats.absorb(f"receiver-{report.get('pid')}", counters, gauges)
+        pid = report.get("pid")
         with self._lock:
+            self._pid = pid if isinstance(pid, int) else None
             self._state = IntakeState(**fields)
             self._reported_at = time.monotonic()
 
