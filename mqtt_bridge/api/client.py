@@ -41,7 +41,7 @@ class BatchAnswer:
 
     `event_ids` is None when the answer holds no `eventIds` list (an older server): the caller cannot tell which
     events were created. `created` is None when the answer holds no integer `created`. `body` is an excerpt of the
-    answer, kept with a dead letter.
+    answer (redacted), kept with a dead letter; the client fills it only when the answer left a sent event out.
     """
 
     event_ids: frozenset[str] | None
@@ -141,8 +141,9 @@ class VisionEventsClient:
 
     def _exchange(self, method: str, path: str, *, json_body: JsonValue = None,
                   files: dict[str, tuple[str | None, bytes] | tuple[str, bytes, str]] | None = None,
-                  ) -> tuple[JsonValue, int, str]:
-        """One request: (parsed 2xx body, status, body excerpt); any other outcome raises an ApiError."""
+                  is_success_redacted: bool = True) -> tuple[JsonValue, int, str]:
+        """One request: (parsed 2xx body, status, body excerpt); any other outcome raises an ApiError. Without
+        `is_success_redacted`, a 2xx answer's excerpt comes back as it is: the caller redacts what it keeps."""
         headers = {"Authorization": f"Bearer {self._key}"}
         data = None
         if json_body is not None:
@@ -157,13 +158,16 @@ class VisionEventsClient:
             # The exception text holds the URL but never the key, which travels in a header.
             raise RetryableApiError(f"{method} {path}: {type(exc).__name__}") from exc
         status = response.status_code
-        body = redact(response.text[:_BODY_EXCERPT])  # before anything keeps it (dead letters, receipts, ...)
         if 200 <= status < 300:
             try:
                 parsed: JsonValue = orjson.loads(response.content) if response.content else None
             except orjson.JSONDecodeError:
                 parsed = None
-            return parsed, status, body
+            excerpt = response.text[:_BODY_EXCERPT]
+            # redacted before anything keeps it (dead letters, receipts, ...); for a batch answer (~1 us per event),
+            # only when the caller keeps it
+            return parsed, status, redact(excerpt) if is_success_redacted else excerpt
+        body = redact(response.text[:_BODY_EXCERPT])  # before anything keeps it (dead letters, receipts, ...)
         message = f"{method} {path}: HTTP {status}"
         if status in (401, 403):
             raise AuthApiError(message, status, body)
@@ -184,8 +188,13 @@ class VisionEventsClient:
 
     def create_batch(self, events: list[JsonDict]) -> BatchAnswer:
         """`POST /vision-events/batch` with up to 100 events (an upsert by eventId); returns what it confirmed."""
-        answer, status, body = self._exchange("POST", "/batch", json_body={"events": events})  # type: ignore[dict-item]
-        return BatchAnswer.from_json(answer, status, body)
+        answer, status, excerpt = self._exchange("POST", "/batch", json_body={"events": events},  # type: ignore[dict-item]
+                                                 is_success_redacted=False)
+        confirmed = BatchAnswer.from_json(answer, status)
+        if all(confirmed.is_confirmed(str(event.get("eventId"))) for event in events):
+            return confirmed  # nothing will be dead-lettered with this answer: its text is not kept
+        # the answer left events out: its text (redacted) goes with their dead letters
+        return BatchAnswer.from_json(answer, status, redact(excerpt))
 
     def upload_image(self, data: bytes, file_name: str, *, name: str = "", metadata: JsonDict | None = None) -> str:
         """`POST /vision-events/upload`: multipart `file`, plus the optional `name` and `metadata` (a JSON-encoded

@@ -134,8 +134,10 @@ def _plain_boxes(items: list[JsonValue], factor: float, out: Decoded) -> bool:
         if width <= 0 or height <= 0:  # what `box` drops, counted
             out.dropped_boxes += 1
             continue
+        score = float(confidence) * factor  # finite (checked above): `clamp_confidence`, inlined (once per box)
         detections.append({"class": det["class"], "x": float(x), "y": float(y), "width": float(width),
-                           "height": float(height), "confidence": clamp_confidence(float(confidence) * factor)})
+                           "height": float(height), "confidence": 1.0 if score > 1.0 else score if score > 0.0
+                           else 0.0})
     return True
 
 

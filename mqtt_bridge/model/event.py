@@ -180,13 +180,14 @@ def timestamp_in_window(stamp: datetime, now: datetime) -> bool:
     return now - _YEAR <= stamp <= now + _DAY
 
 
-def event_problems(event: JsonDict, now: datetime) -> list[str]:
+def event_problems(event: JsonDict, now: datetime, *, stamp: datetime | None = None) -> list[str]:
     """List every reason the Vision Events API would refuse `event` (empty when it is valid).
 
     Checks the rules of spec §3: required fields, the event type enum, per-type `eventData` enums and string
     fields (and an operator_feedback's `relatedEventId`), a top-level `comment` being a string, the timestamp
     window (one year back, one day ahead of `now`), id string limits, `customMetadata` key and value rules and the
-    1000-item cap per prediction list.
+    1000-item cap per prediction list. `stamp` is the time `event["timestamp"]` was formatted from, when the
+    caller formatted it (ingest): its window is checked without parsing the text back (once per event: issue 14).
     """
     problems = [p for p in (
         _string_problem(event, "eventId", MAX_ID_CHARS, required=True),
@@ -201,7 +202,10 @@ def event_problems(event: JsonDict, now: datetime) -> list[str]:
     else:
         assert isinstance(event_type, str)
         problems.extend(_event_data_problems(event_type, event.get("eventData")))
-    stamp = parse_timestamp(event.get("timestamp")) if isinstance(event.get("timestamp"), str) else None
+    if stamp is not None and isinstance(event.get("timestamp"), str):
+        stamp = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)  # the text holds milliseconds
+    else:
+        stamp = parse_timestamp(event.get("timestamp")) if isinstance(event.get("timestamp"), str) else None
     if stamp is None:
         problems.append("timestamp must be an ISO 8601 string")
     elif not timestamp_in_window(stamp, now):

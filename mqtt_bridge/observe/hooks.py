@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from typing import TypeVar
 
 from mqtt_bridge.model.record import DeadLetter, Record
 
 __all__ = ["Outcome", "OutcomeHook", "OutcomeHooks"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Outcome(StrEnum):
@@ -45,6 +48,12 @@ class OutcomeHook:
     def on_delivered(self, record: Record) -> None:
         """The API accepted the record's event; it is gone from the buffer."""
 
+    def on_delivered_many(self, records: Sequence[Record]) -> None:
+        """The API accepted these records' events, in order (a run of one batch): `on_delivered` for each. A hook
+        overrides it to take the run at once (the trace: one lock per batch instead of one per event)."""
+        for record in records:
+            self.on_delivered(record)
+
     def on_dead_lettered(self, record: Record, reason: str) -> None:
         """The flusher gave up on the record: `reason` is `<dead-letter reason>: <API answer or detail>`."""
 
@@ -67,13 +76,27 @@ class OutcomeHooks(OutcomeHook):
         """Tell every hook that a record was delivered."""
         self._each("on_delivered", lambda hook: hook.on_delivered(record))
 
+    def on_delivered_many(self, records: Sequence[Record]) -> None:
+        """Tell every hook that these records were delivered: at once to a hook that takes a run at once, else
+        record by record (each call isolated, as `on_delivered`)."""
+        for hook in self._hooks:
+            if type(hook).on_delivered_many is OutcomeHook.on_delivered_many:
+                for record in records:
+                    self._isolated(hook, "on_delivered", hook.on_delivered, record)
+            else:
+                self._isolated(hook, "on_delivered", hook.on_delivered_many, records)
+
     def on_dead_lettered(self, record: Record, reason: str) -> None:
         """Tell every hook that a record was dead-lettered by the flusher."""
         self._each("on_dead_lettered", lambda hook: hook.on_dead_lettered(record, reason))
 
     def _each(self, outcome: str, call: Callable[[OutcomeHook], None]) -> None:
         for hook in self._hooks:
-            try:
-                call(hook)
-            except Exception:  # an observer must never break the data path, nor the observers after it
-                log.exception("outcome hook failed hook=%s outcome=%s", type(hook).__name__, outcome)
+            self._isolated(hook, outcome, call, hook)
+
+    @staticmethod
+    def _isolated(hook: OutcomeHook, outcome: str, call: Callable[[_T], None], argument: _T) -> None:
+        try:
+            call(argument)
+        except Exception:  # an observer must never break the data path, nor the observers after it
+            log.exception("outcome hook failed hook=%s outcome=%s", type(hook).__name__, outcome)

@@ -98,6 +98,22 @@ class MessageTrace(OutcomeHook):
         """The flusher delivered the record."""
         self._reached(record, Outcome.DELIVERED)
 
+    def on_delivered_many(self, records: Sequence[Record]) -> None:
+        """The flusher delivered these records (one lock for the run)."""
+        try:
+            now = time.time()
+            received, delivered = Outcome.RECEIVED.value, Outcome.DELIVERED.value
+            with self._lock:
+                if not self.capacity:
+                    return
+                for record in records:
+                    event_id = record.event_id
+                    stages = self._entry(event_id, event_id, record.topic, record.route).stages
+                    stages.setdefault(received, record.received_at_s)
+                    stages[delivered] = now
+        except Exception:  # a diagnostic aid must never break delivery
+            log.exception("trace outcome failed outcome=%s", Outcome.DELIVERED.value)
+
     def on_dead_lettered(self, record: Record, reason: str) -> None:
         """The flusher dead-lettered the record (`reason` is `<reason>: <detail>`)."""
         try:

@@ -326,12 +326,18 @@ class Flusher:
             self._stats.add("dead_letters", label=letter.reason)
         log.debug("batch completed events=%d dead_letters=%d depth=%d", len(records), len(letters),
                   self._buffer.depth)
+        run: list[Record] = []  # delivered records are told in runs (one hook call each), in batch order
         for index, record in enumerate(records, start):
             dead = progress.dead.get(index)
             if dead is None:
-                self._hooks.on_delivered(record)
-            else:
-                self._hooks.on_dead_lettered(record, f"{dead.reason}: {dead.api_body[:300] or dead.detail}")
+                run.append(record)
+                continue
+            if run:
+                self._hooks.on_delivered_many(run)
+                run = []
+            self._hooks.on_dead_lettered(record, f"{dead.reason}: {dead.api_body[:300] or dead.detail}")
+        if run:
+            self._hooks.on_delivered_many(run)
 
 
 class _Progress:

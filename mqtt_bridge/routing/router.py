@@ -8,7 +8,7 @@ a result, the match is computed again). Must not do I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import ConfigError, DeadLetterReason, RouteNotFound
@@ -45,11 +45,10 @@ class CompiledRoute:
     metadata: dict[str, ValueTemplate | str | int | float | bool]
     # operator_feedback: eventData.relatedEventId / eventData.feedback / the top-level comment, by their API names
     feedback: dict[str, ValueTemplate]
+    label: str = field(init=False)  # route name for logs, metrics and dead letters (read a few times per message)
 
-    @property
-    def label(self) -> str:
-        """Route name for logs, metrics and dead letters."""
-        return self.config.label
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", self.config.label)
 
 
 def _compile_fields(values: dict[str, str | int | float | bool], names: frozenset[str], where: str,

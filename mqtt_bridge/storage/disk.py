@@ -23,10 +23,13 @@ import diskcache
 
 from mqtt_bridge.errors import BufferCorrupt, BufferLocked, StorageError
 
-__all__ = ["BytesOnlyDisk", "UnsafeRow", "delete_rows", "lock_directory", "open_database", "quick_check",
-           "unlock_directory", "unsafe_rows"]
+__all__ = ["CHECK_BUSY_TIMEOUT_S", "BytesOnlyDisk", "UnsafeRow", "delete_rows", "lock_directory", "open_database",
+           "quick_check", "unlock_directory", "unsafe_rows"]
 
 _INLINE_LIMIT = 2**31 - 1  # every value stays inside SQLite (reliability.md §2.3, rollback with side files)
+# how long the integrity check waits for another process's lock before it refuses the buffer: start-up is bounded
+CHECK_BUSY_TIMEOUT_S = 10.0
+_MOVE_ASIDE = "move it aside to start with an empty buffer, or restore it from a backup"
 
 
 _KEY_TYPES = (bytes, str, int)
@@ -121,18 +124,37 @@ def delete_rows(cache: diskcache.Cache, rowids: list[int]) -> None:
         cache._sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
 
 
-def quick_check(db_path: Path) -> None:
-    """Run SQLite's quick_check before diskcache touches the file; a corrupt buffer must never start empty."""
+def quick_check(db_path: Path, *, busy_timeout_s: float | None = None) -> None:
+    """Run SQLite's quick_check before diskcache touches the file; a corrupt buffer must never start empty.
+
+    Raises BufferCorrupt, in one line that names the file, when SQLite cannot read it or finds it damaged; and
+    StorageError when another process keeps it locked past `busy_timeout_s` (default `CHECK_BUSY_TIMEOUT_S`;
+    locked is not corrupt). Read-only: the file is never changed. quick_check sees the structure of the file
+    (pages, b-trees, overflow chains), never the bytes inside a value: a value damaged in place is found only when
+    it is read (`buffer` moves a segment it cannot split to the dead letters).
+    """
     if not db_path.exists():
         return
+    timeout_s = CHECK_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=timeout_s)) as con:
             rows = con.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
-        raise BufferCorrupt(f"{db_path} is not a readable SQLite database ({exc}); move it aside "
-                            "to start with an empty buffer, or restore it from a backup") from exc
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            raise StorageError(f"{db_path} stayed locked by another process for {timeout_s:g} s ({exc}); "
+                               "stop whatever holds it open (a backup, an sqlite3 shell) and start again") from exc
+        raise BufferCorrupt(f"{db_path} is not a readable SQLite database ({exc}); {_MOVE_ASIDE}") from exc
     if rows != [("ok",)]:
-        raise BufferCorrupt(f"{db_path} failed its integrity check: {rows[:3]}")
+        problems = [line.strip() for (text,) in rows for line in str(text).splitlines()
+                    if line.strip() and not line.startswith("***")]
+        first = "; ".join(problems[:2])[:300]
+        raise BufferCorrupt(f"{db_path} failed its integrity check ({len(problems)} problem(s), first: {first}); "
+                            f"{_MOVE_ASIDE}")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock (SQLITE_BUSY/LOCKED), not a damaged file."""
+    return (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # extended codes too
 
 
 def lock_directory(path: Path) -> IO[bytes]:

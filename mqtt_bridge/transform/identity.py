@@ -43,20 +43,23 @@ OWN_ID_FIELD: Final = "event_id"  # the canonical message's own id (decode.canon
 _OWN_ID_FORMATS: Final = frozenset({"canonical", "auto"})
 
 
+_NAMESPACE_BYTES: Final = EVENT_ID_NAMESPACE.bytes  # `UUID.bytes` is computed on every access
+_VARIANTS: Final = "89ab89ab89ab89ab"  # the RFC 4122 variant digit, by the digest's digit there (its low two bits)
+
+
 def _uuid5_text(digest: bytes) -> str:
     """`str(uuid.UUID(bytes=digest[:16], version=5))`, without building the UUID (once per event: issue 14)."""
-    raw = bytearray(digest[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    text = digest[:16].hex()
+    # version 5 in the 13th digit, the variant (0b10xx) in the 17th
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANTS[int(text[16], 16)]}{text[17:20]}-{text[20:]}"
 
 
 def derive_event_id(route: str, topic: str, payload: bytes) -> str:
     """UUIDv5 of route, topic and payload bytes: a redelivered message gets the same id, so the API overwrites."""
-    digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + route.encode() + b"\n" + topic.encode() + b"\n" + payload,
-                          usedforsecurity=False).digest()
-    return _uuid5_text(digest)
+    digest = hashlib.sha1(b"".join((_NAMESPACE_BYTES, route.encode(), b"\n", topic.encode(), b"\n")),
+                          usedforsecurity=False)
+    digest.update(payload)  # the payload is hashed where it is, not copied into one string first
+    return _uuid5_text(digest.digest())
 
 
 def _uuid5(namespace: uuid.UUID, *parts: bytes) -> str:

@@ -74,6 +74,8 @@ def _merged_metadata(route_metadata: JsonDict, decoded: Decoded) -> tuple[JsonDi
     A payload key named like a marker (`BRIDGE_METADATA_KEYS`) is dropped and returned, so a message can neither
     replace what the route set (a plant, a topic-captured line) nor forge the bridge's notes (issue 16 item 5).
     """
+    if BRIDGE_METADATA_KEYS.isdisjoint(decoded.metadata):  # nearly every message: nothing to drop, no copy
+        return {**decoded.metadata, **route_metadata, **decoded.markers}, []
     forged = sorted(key for key in decoded.metadata if key in BRIDGE_METADATA_KEYS)
     payload = {key: value for key, value in decoded.metadata.items() if key not in BRIDGE_METADATA_KEYS}
     return {**payload, **route_metadata, **decoded.markers}, forged
@@ -155,7 +157,8 @@ class Ingestor:
             event = self._event(route, captures, message, document, decoded, index, len(results), stamp)
             if event is None:
                 continue
-            outcome.keys_dropped += sum(1 for key in decoded.metadata if key in BRIDGE_METADATA_KEYS)
+            if not BRIDGE_METADATA_KEYS.isdisjoint(decoded.metadata):
+                outcome.keys_dropped += sum(1 for key in decoded.metadata if key in BRIDGE_METADATA_KEYS)
             if original is not None:
                 metadata = event.setdefault("customMetadata", {})
                 assert isinstance(metadata, dict)
@@ -166,7 +169,7 @@ class Ingestor:
                     event_classes(decoded), received_at_s, route.config.debounce_s):
                 outcome.suppressed += 1
                 continue
-            problems = event_problems(event, now)
+            problems = event_problems(event, now, stamp=stamp)  # the time it holds is `stamp`, formatted
             if problems:
                 raise DecodeError(DeadLetterReason.INVALID_EVENT, "; ".join(problems)[:1000])
             outcome.records.append(Record(event=event, route=route.label, topic=topic, received_at_s=received_at_s,

@@ -40,11 +40,14 @@ def event_classes(decoded: Decoded) -> list[str]:
 def filter_predictions(decoded: Decoded, route: RouteConfig) -> None:
     """Apply the route's class allow-list, `min_confidence` and `max_predictions` (highest confidence kept)."""
     allowed = set(route.classes) if route.classes is not None else None
+    minimum = route.min_confidence
 
     def keep(items: list[JsonDict]) -> list[JsonDict]:
         if not items:  # most lists of most messages (once per list per message: issue 14)
             return items
-        kept = [p for p in items if _confidence(p) >= route.min_confidence
+        # a float confidence (what decoders give) is compared in place; anything else goes through `_confidence`
+        kept = [p for p in items
+                if ((type(c := p.get("confidence")) is float and c >= minimum) or _confidence(p) >= minimum)
                 and (allowed is None or str(p.get("class")) in allowed)]
         if len(kept) > route.max_predictions:
             kept.sort(key=_confidence, reverse=True)

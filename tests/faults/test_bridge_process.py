@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from tests.faults.checker import assert_exactly_once
 from tests.faults.conftest import FaultRig
 from tests.faults.ledger import valid_stream
-from tests.faults.processes import RECEIVE_MAXIMUM
+from tests.faults.processes import RECEIVE_MAXIMUM, FaultBridge
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,18 +91,49 @@ def test_bridge_sigterm_mid_stream_exits_zero_and_acks_only_what_it_committed(ri
 
 def _corruptions(db: Path) -> dict[str, bytes]:
     data = db.read_bytes()
-    page = 4096
-    middle = (len(data) // page // 2) * page
+    page = int.from_bytes(data[16:18], "big")  # the page size, from the database header
+    leaf = _leaf_page_near_the_middle(data, page)
     return {
         "truncated to half": data[: len(data) // 2],
         "header overwritten": b"this is not an SQLite file" + data[26:],
         "interior pages zeroed": data[:page] + bytes(len(data) - 2 * page) + data[-page:],
-        "one page zeroed": data[:middle] + bytes(page) + data[middle + page:],
+        "one page zeroed": data[:leaf] + bytes(page) + data[leaf + page:],
     }
 
 
-def test_bridge_refuses_a_corrupt_buffer_with_exit_4_and_keeps_the_file(rig: FaultRig) -> None:
+def _leaf_page_near_the_middle(data: bytes, page: int) -> int:
+    """The offset of the b-tree leaf page nearest the middle of the file.
+
+    Zeroing it is damage that SQLite's integrity check must see. Not any page will do: zeroing the last page of a
+    long value's overflow chain changes only bytes inside that value, which no SQLite check reads (this case
+    picked the middle page, and failed by timeout whenever that page was one: the bridge started, as it should on
+    an intact file). A leaf page starts with its type byte, 0x0A (index) or 0x0D (table); an overflow page starts
+    with the next page's number, a pointer-map page with an entry type of 1 to 5.
+    """
+    count = len(data) // page
+    for index in sorted(range(1, count), key=lambda i: abs(i - count // 2)):
+        if data[index * page] in (0x0A, 0x0D):
+            return index * page
+    raise AssertionError("the buffer database has no b-tree leaf page")
+
+
+def _exit_code_or_stacks(bridge: FaultBridge, timeout_s: float, name: str) -> int:
+    """The exit code of a run that must end by itself; if it does not, SIGABRT it (faulthandler is on, so every
+    thread's stack goes to its log) and fail with its output: where it hung, not just that it did."""
+    try:
+        return bridge.wait_exit(timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            bridge.process.signal(signal.SIGABRT, 10)
+        output = bridge.run_log()  # its start (what it opened) and its end (the stacks)
+        shown = output if len(output) <= 10_000 else f"{output[:3000]}\n[...]\n{output[-7000:]}"
+        pytest.fail(f"{name}: no exit within {timeout_s:.0f} s; its output and thread stacks:\n{shown}")
+
+
+def test_bridge_refuses_a_corrupt_buffer_with_exit_4_and_keeps_the_file(rig: FaultRig,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A corrupt buffer database at start: exit 4 with a clear message, the file untouched, never an empty start."""
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # the bridge dumps its stacks on SIGABRT if it ever hangs here
     broker = rig.broker()
     rig.emulator.set_faults(status_always=503)
     bridge = rig.bridge(broker).start()
@@ -128,7 +160,7 @@ def test_bridge_refuses_a_corrupt_buffer_with_exit_4_and_keeps_the_file(rig: Fau
         digest = hashlib.sha256(corrupt).hexdigest()
         log_before = len(bridge.log_text())
         bridge.start(wait=False)
-        code = bridge.wait_exit(30)
+        code = _exit_code_or_stacks(bridge, 30, name)
         output = bridge.log_text()[log_before:]
         assert code == EXIT_BUFFER, f"{name}: exit {code}\n{output[-2000:]}"
         assert "buffer unusable" in output and str(db) in output, f"{name}: no clear message:\n{output[-2000:]}"

@@ -40,7 +40,8 @@ class RunResult:
     wall_s: float
     cores: float | None
     cpu_s_per_10k: float | None
-    peak_rss_mb: float | None
+    peak_rss_mb: float | None  # the peak of the summed RSS of all its processes
+    processes: int | None = None  # how many processes it had: a supervisor, its children, restarted ones
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summarize(results: list[RunResult]) -> Summary:
-    """Median of each figure per mode and system; lost and duplicates are summed over the repetitions."""
+    """Median of each figure per mode and system; lost and duplicates are summed over the repetitions, and
+    `processes` is the most any repetition had (a child restarted once shows)."""
     out: Summary = {}
     fields = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_s_per_10k", "cores", "peak_rss_mb")
     for mode in [m for m in MODES if any(r.mode == m for r in results)]:
@@ -66,6 +68,7 @@ def summarize(results: list[RunResult]) -> Summary:
             if not runs:
                 continue
             medians: dict[str, float | None] = {f: _median([getattr(r, f) for r in runs]) for f in fields}
+            medians["processes"] = max((float(r.processes) for r in runs if r.processes is not None), default=None)
             medians["lost"] = float(sum(r.lost for r in runs))
             medians["duplicates"] = float(sum(r.duplicates for r in runs))
             out.setdefault(mode, {})[system] = medians
@@ -126,7 +129,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 def table(summary: Summary, note: str) -> str:
     """The printed table: one row per mode and system, ratios against `naive` (3.1.1) and the 3.1.1 ceiling."""
     lines = [f"{'mode':<6} {'system':<18} {'events/s':>9} {'x naive':>7} {'x ceil':>6} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'cpu s/10k':>9} {'cpu x naive':>11} {'cores':>5} {'RSS MB':>6} {'lost':>5} {'dup':>4}"]
+             f"{'cpu s/10k':>9} {'cpu x naive':>11} {'cores':>5} {'RSS MB':>6} {'procs':>5} {'lost':>5} {'dup':>4}"]
     for mode in [m for m in MODES if m in summary]:
         rows = summary[mode]
         naive = rows.get("naive", {})
@@ -139,6 +142,7 @@ def table(summary: Summary, note: str) -> str:
                 f"{_fmt(_ratio(r['events_per_s'], ceiling), 2):>6} {_fmt(r['p50_ms'], 1):>8} "
                 f"{_fmt(r['p99_ms'], 1):>8} {_fmt(r['cpu_s_per_10k'], 2):>9} "
                 f"{_fmt(_ratio(r['cpu_s_per_10k'], naive.get('cpu_s_per_10k')), 2):>11} {_fmt(r['cores'], 2):>5} "
-                f"{_fmt(r['peak_rss_mb'], 1):>6} {_fmt(r['lost']):>5} {_fmt(r['duplicates']):>4}")
+                f"{_fmt(r['peak_rss_mb'], 1):>6} {_fmt(r.get('processes')):>5} {_fmt(r['lost']):>5} "
+                f"{_fmt(r['duplicates']):>4}")
     lines.append(note)
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 Owns: the three modes (max rate, drain of a queued backlog, fixed rate), interleaved repetitions of the bridge and
 the baselines in the same run (the receive-only ceilings in drain only: in the other modes the publisher would be
-what they measure), measurement from outside each system (CPU and peak RSS of its process tree via
-`devtools.bench.measure`, the sink's arrival times and latencies), the rig's own capacity (the sink alone; the
+what they measure), measurement from outside each system (CPU, peak RSS and count of all its processes via
+`devtools.bench.tree`; the sink's arrival times and latencies), the rig's own capacity (the sink alone; the
 publisher into Mosquitto, checked by a counting subscriber that must see all), the JSON file and the PNG chart.
 Figures and the capacity rule live in `devtools.bench.report`; `run_bench` raises `CapacityError` (after writing
 the results) when the rule fails.
@@ -30,7 +30,7 @@ from typing import IO
 import requests
 import yaml
 
-from mqtt_bridge.devtools.bench.measure import free_port, tree_cpu_s, tree_peak_rss_mb, wait_for
+from mqtt_bridge.devtools.bench.measure import free_port, wait_for
 from mqtt_bridge.devtools.bench.report import (
     MODES,
     SYSTEMS,
@@ -42,6 +42,7 @@ from mqtt_bridge.devtools.bench.report import (
     summarize,
     table,
 )
+from mqtt_bridge.devtools.bench.tree import TreeSampler, TreeUsage
 
 __all__ = ["MODES", "SYSTEMS", "BenchSettings", "CapacityError", "RunResult", "run_bench"]
 
@@ -76,6 +77,7 @@ class _System:
         self.max_wait_s = max_wait_s
         self.client_id = f"bench-{name}-{time.time_ns() % 10**9}"
         self.process: subprocess.Popen[str] | None = None
+        self.tree: TreeSampler | None = None  # sampled from the start: the peak RSS covers start-up too
         self.log: IO[str] | None = None
         self._config = workdir / f"{name}.yaml"
         if name == "bridge":
@@ -105,6 +107,7 @@ class _System:
         self.process = subprocess.Popen(self._command(count, setup_only), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE if self.name != "bridge" else self.log,
                                         stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.tree = TreeSampler(self.process.pid).start()
         if self.name == "bridge":
             log_path = self.workdir / "bridge.log"
             runs = log_path.read_text().count("mqtt subscribed") if log_path.exists() else 0
@@ -129,18 +132,15 @@ class _System:
         data: dict[str, float] = json.loads(line)
         return data
 
-    def cpu_s(self) -> float:
-        assert self.process is not None
-        return tree_cpu_s(self.process.pid)
-
-    def peak_rss_mb(self) -> float:
-        assert self.process is not None
-        return tree_peak_rss_mb(self.process.pid)
+    def usage(self) -> TreeUsage:
+        assert self.tree is not None
+        return self.tree.usage()
 
     def stop(self) -> None:
         """Stop cleanly (SIGTERM for the bridge, stdin EOF for the baselines)."""
-        if self.process is None:
+        if self.process is None or self.tree is None:
             return
+        self.tree.stop()
         if self.process.poll() is None:
             if self.name == "bridge":
                 self.process.send_signal(signal.SIGTERM)
@@ -239,11 +239,11 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         else:
             system.start(count)
             loader = rig.publish(count, rate, run)
-        cpu_start = system.cpu_s()
+        cpu_start = system.usage().cpu_s
         started = time.monotonic()
         if system_name.startswith("receive-only"):
             report = system.result_line(600)
-            cpu_end, wall_end = system.cpu_s(), time.monotonic()
+            cpu_end, wall_end = system.usage().cpu_s, time.monotonic()
             first_s, last_s = report["first_s"], report["last_s"]
             delivered, duplicates = report["received"], 0.0
             p50: float | None = None
@@ -251,7 +251,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
             p99: float | None = None
         else:
             wait_for(lambda: rig.sink_count() >= count, 600, f"{system_name} to deliver {count}", poll_s=0.05)
-            cpu_end, wall_end = system.cpu_s(), time.monotonic()
+            cpu_end, wall_end = system.usage().cpu_s, time.monotonic()
             time.sleep(0.2)  # anything sent twice arrives now
             stats = rig.sink_stats()
             first_s, last_s = stats["first_s"], stats["last_s"]
@@ -259,7 +259,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
             p50, p95, p99 = stats["p50_ms"], stats["p95_ms"], stats["p99_ms"]
         wall = wall_end - started
         cpu = cpu_end - cpu_start
-        rss = system.peak_rss_mb()
+        usage = system.usage()
         if loader is not None:
             loader.communicate(timeout=60)
     finally:
@@ -271,7 +271,7 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         lost=count - int(delivered), duplicates=int(duplicates),
         events_per_s=(delivered - 1) / span if span > 0 and mode != "rate" else None,
         p50_ms=p50, p95_ms=p95, p99_ms=p99, cpu_s=cpu, wall_s=wall, cores=cpu / wall if wall > 0 else None,
-        cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=rss)
+        cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=usage.peak_rss_mb, processes=usage.processes)
 
 
 def _chart(summary: Summary, path: Path) -> None:
@@ -369,7 +369,7 @@ def run_bench(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
                         results.append(result)
                         echo(f"rep {rep + 1} {mode:<5} {system:<18} events/s={result.events_per_s or 0:,.0f} "
                              f"cores={result.cores or 0:.2f} rss={result.peak_rss_mb or 0:.0f}MB "
-                             f"lost={result.lost} dup={result.duplicates}")
+                             f"procs={result.processes} lost={result.lost} dup={result.duplicates}")
             after = _capacity(rig, settings.count)
         finally:
             rig.close()

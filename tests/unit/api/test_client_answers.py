@@ -43,6 +43,17 @@ def test_client_batch_answer_lists_the_confirmed_event_ids(emulator: Emulator, c
     assert '"eventIds":["e0","e2"]' in answer.body
 
 
+def test_client_batch_answer_keeps_its_text_only_when_it_left_events_out_and_redacted(
+        emulator: Emulator, client: VisionEventsClient) -> None:
+    """A 201 that confirms every sent event comes back without its text (nothing will be dead-lettered with it);
+    one that leaves an event out keeps its text, with the API key masked even where the answer echoes it."""
+    assert client.create_batch([_event("e0"), _event("e1")]).body == ""
+    emulator.set_faults(drop_event_ids={"e1"})
+    answer = client.create_batch([_event("e-demo-key-0"), _event("e1")])
+    assert not answer.is_confirmed("e1") and answer.body
+    assert "demo-key" not in answer.body and "e-" in answer.body
+
+
 @pytest.mark.parametrize("status", [402, 423])
 def test_client_billing_stop_raises_billing_api_error_with_message_and_retry_after(
         emulator: Emulator, client: VisionEventsClient, status: int) -> None:

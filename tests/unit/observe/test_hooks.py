@@ -77,3 +77,24 @@ def test_hooks_base_hook_ignores_every_outcome() -> None:
 def test_hooks_outcomes_are_the_trace_stages_in_order() -> None:
     """The outcome enum lists the path of a message in order (the trace's stages, the receipts' statuses)."""
     assert [o.value for o in Outcome] == ["received", "buffered", "image_uploaded", "delivered", "dead_lettered"]
+
+
+class _Runs(_Recorder):
+    def on_delivered_many(self, records: Sequence[Record]) -> None:
+        self.calls.append((self.name, f"delivered {','.join(r.event_id for r in records)}"))
+
+
+def test_hooks_delivered_run_reaches_a_run_hook_once_and_others_record_by_record() -> None:
+    """A run of delivered records is one call to a hook that takes runs, and one isolated call per record to a
+    hook that does not: a failure on one record still lets the later records reach it."""
+    calls: list[tuple[str, str]] = []
+
+    class _BrokenOnSecond(_Recorder):
+        def on_delivered(self, record: Record) -> None:
+            if record.event_id == "e2":
+                raise ValueError("boom")
+            super().on_delivered(record)
+
+    hooks = OutcomeHooks([_Runs("runs", calls), _BrokenOnSecond("each", calls)])
+    hooks.on_delivered_many([_record("e1"), _record("e2"), _record("e3")])
+    assert calls == [("runs", "delivered e1,e2,e3"), ("each", "delivered e1"), ("each", "delivered e3")]

@@ -68,3 +68,15 @@ def test_trace_with_capacity_zero_keeps_only_recent_dead_letters() -> None:
     trace.on_dead_lettered(record, "api_rejected: x")
     assert len(trace) == 0
     assert len(trace.recent_dead_letters()) == 1
+
+
+def test_trace_delivered_run_marks_each_record_delivered() -> None:
+    """`on_delivered_many` stamps every record of the run as delivered, as one `on_delivered` each would."""
+    trace = MessageTrace(100)
+    records = [_record(f"e-{n}") for n in range(3)]
+    trace.on_committed(records[:2], [])
+    trace.on_delivered_many(records)
+    for record in records:
+        [found] = trace.search(record.event_id)
+        assert found["status"] == "delivered"
+        assert isinstance(found["stages"], dict) and found["stages"]["received"] == 100.0

@@ -70,3 +70,14 @@ def test_table_ratios_are_against_the_user_style_naive_baseline() -> None:
     """The bridge at 8,000 against the naive script at 20,000 is 0.40x, and 0.15x the 3.1.1 ceiling."""
     row = next(line for line in table(SUMMARY, "note").splitlines() if line.startswith("drain  bridge"))
     assert " 0.40 " in row and " 0.15 " in row
+
+
+def test_summarize_reports_the_most_processes_any_repetition_had() -> None:
+    """A supervisor with two children (3), and once a restarted child (4): the summary says 4, the table shows it."""
+    runs = [_run("bridge", 10), _run("bridge", 20), _run("bridge", 30)]
+    for run, processes in zip(runs, (3, 4, 3), strict=True):
+        run.processes = processes
+    summary = summarize(runs)
+    assert summary["drain"]["bridge"]["processes"] == 4
+    header, row = table(summary, "note").splitlines()[:2]
+    assert header.split().index("procs") > header.split().index("RSS") and row.split()[-3] == "4"
