@@ -10,6 +10,7 @@ effective configuration (secrets redacted) or the reference of one key (`--expla
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -44,6 +45,10 @@ def run_command(args: argparse.Namespace) -> int:
     def run(config: BridgeConfig) -> int:
         setup_logging(args.log_level or config.logging.level, config.logging.format, config)
         tune_malloc()  # freed payloads and images go back to the system (see cli.malloc)
+        # what start-up made (modules, the parsed config) lives as long as the process: moved out of the collector's
+        # reach, every collection walks fewer objects (a drain spent 7.5 % of its CPU in gc, 3.7 % frozen), and the
+        # forked children do not copy those pages when the collector would have touched them
+        gc.freeze()
         if args.allow_missing_use_cases:
             log.warning("--allow-missing-use-cases is no longer needed and has no effect: a use case absent from "
                         "the workspace's list only warns")
