@@ -7,17 +7,19 @@ events (there `Inbound.ack` means "this raw entry is finished"). Also the one st
 that dies stops everything, non-zero exit), signals, and the ordered shutdown under one deadline: receiver (commit,
 ack) → MQTT disconnect (the session stays) → processor (what it does not reach stays in the raw log) → the flusher's
 batch in flight → receipts and ledger → close the buffer. Nothing else in the package starts threads for the bridge.
+The same class is the worker process of `supervise` (`remote_intake`): everything but the subscriber and the
+receiver, which run in the receiver process; the supervisor orders the shutdown across the two.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 
 from mqtt_bridge.api.client import VisionEventsClient
@@ -28,7 +30,6 @@ from mqtt_bridge.errors import ApiError, ConfigError, StorageError
 from mqtt_bridge.images.references import FETCH_WORKERS, ImageReferences
 from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.mqtt.publisher import MqttPublisher
-from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.health import HealthServer
 from mqtt_bridge.observe.history import History
 from mqtt_bridge.observe.hooks import OutcomeHook, OutcomeHooks
@@ -41,10 +42,11 @@ from mqtt_bridge.observe.status_page import StatusReport
 from mqtt_bridge.observe.trace import MessageTrace
 from mqtt_bridge.pipeline.flusher import Flusher, FlushSettings
 from mqtt_bridge.pipeline.processor import Processor, in_flight_limits
-from mqtt_bridge.pipeline.receiver import Receiver
 from mqtt_bridge.routing.router import Router
 from mqtt_bridge.storage.buffer import DiskBuffer
 from mqtt_bridge.storage.ledger import DeliveryLedger, ledger_path
+from mqtt_bridge.supervise.intake import Intake, RemoteIntake, build_intake, subscriptions_for
+from mqtt_bridge.supervise.state import IntakeState, ServiceState, compose_state
 from mqtt_bridge.transform.ingest import Ingestor
 
 __all__ = ["Service", "ServiceState"]
@@ -52,40 +54,27 @@ __all__ = ["Service", "ServiceState"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceState:
-    """A point-in-time view for health checks and status output."""
-
-    is_alive: bool
-    is_ready: bool
-    mqtt_connected: bool
-    mqtt_subscribed: bool
-    api_ready: bool
-    buffer_writable: bool
-    backpressured: bool
-    buffer_depth: int
-    dead_letters: int
-    last_error: str
-    api_not_ready_reason: str = ""  # "auth: ..." or "billing/quota: <the API's message>" while api_ready is False
-    mqtt_problem: str = ""  # why the broker connection fails, in words (issue 13); "" while it works
-    mqtt_protocol: str = ""  # the protocol in use once a connection was accepted ("5" or "3.1.1")
-    not_ready_reason: str = ""  # why /readyz answers 503, in words; "" when ready
-
-
 class Service:
     """One running bridge. `start()` then `wait()`; or `run()` for both plus signal handling."""
 
-    def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False) -> None:
+    def __init__(self, config: BridgeConfig, *, allow_missing_use_cases: bool = False,
+                 remote_intake: bool = False) -> None:
         """`config` as `config.load` returns it; one built otherwise is validated the same way here (ConfigError).
 
-        `allow_missing_use_cases` is kept for callers of older versions and has no effect: a use case absent from
-        the workspace's list never stops start-up (`api.usecases`)."""
+        `remote_intake`: the worker process of `supervise`: the subscriber and receiver run in the receiver process
+        (this one looks for their raw log segments on disk, `raw_logged` wakes it, `intake.update` takes their
+        reports) and the buffer's instance lock is the supervisor's. `allow_missing_use_cases` is kept for callers
+        of older versions and has no effect (`api.usecases`)."""
         self.config = validate(config)
         _register_secrets(self.config)
         self.stats = Stats()
+        self.remote = RemoteIntake(self.stats, f"{config.mqtt.host}:{config.mqtt.port}") if remote_intake else None
         self.trace = MessageTrace(config.health.trace_size)
+        remote = self.remote
         self.metrics = Metrics(self.stats, self.state, self._buffer_gauges,
-                               high_water_bytes=self.config.buffer.max_bytes)
+                               high_water_bytes=self.config.buffer.max_bytes,
+                               other_processes=None if remote is None else {"receiver": lambda: remote.pid,
+                                                                            "supervisor": os.getppid})
         del allow_missing_use_cases  # retired: the use-case check only warns
         self._receipts: Receipts | None = None
         self._receipt_client: MqttPublisher | None = None
@@ -109,8 +98,7 @@ class Service:
         self._flusher_thread: threading.Thread | None = None
         self._receipts_thread: threading.Thread | None = None
         self._api: VisionEventsClient | None = None
-        self._subscriber: MqttSubscriber | None = None
-        self._receiver: Receiver | None = None
+        self._intake: Intake | None = None  # the subscriber and the receiver, when they run in this process
         self._processor: Processor | None = None
         self._references: ImageReferences | None = None  # only when a route has a url/file/companion image
         self._flusher: Flusher | None = None
@@ -144,7 +132,7 @@ class Service:
         """
         config = self.config
         self._check_use_cases()
-        self._buffer.open()
+        self._buffer.open(take_lock=self.remote is None)
         try:
             self._api = VisionEventsClient(config.api.base_url, config.api.api_key_value,
                                            config.api.connect_timeout_s, config.api.read_timeout_s)
@@ -168,19 +156,16 @@ class Service:
                 r.image.companion.max_parked for r in config.routes if r.image.companion is not None])
             self._processor = Processor(Ingestor(self._router, config.mqtt.max_payload_bytes), self._buffer,
                                         self.stats, self._processor_stop, self._wake, max_in_flight=entries,
-                                        max_in_flight_bytes=size, hooks=hooks, shed_images=shedder)
-            self._receiver = Receiver(self._buffer.raw, self._buffer.is_over_high_water, self.stats, self.stop_event,
-                                      self._processor.wake, max_pending=max(2 * config.mqtt.receive_maximum, 1000),
-                                      may_exceed_high_water=shedder.may_exceed_high_water if shedder else None)
-            subscriptions = self._router.subscriptions()
+                                        max_in_flight_bytes=size, hooks=hooks, shed_images=shedder,
+                                        poll_raw_log=self.remote is not None)
             if ImageReferences.is_needed(list(config.routes)):
                 self._references = ImageReferences(self._router, self._processor.offer, self.stats,
                                                    self._processor_stop, config.mqtt.max_payload_bytes)
-                subscriptions = list(dict.fromkeys(subscriptions + self._references.subscriptions()))
                 self._processor.set_first_stage(self._references.offer)  # parks it, fetches its image, or passes on
-            self._subscriber = MqttSubscriber(
-                config.mqtt, subscriptions, self._receiver.offer, self.fail,
-                on_connect_failure=lambda cause: self.stats.add("mqtt_connect_failures", label=cause))
+            if self.remote is None:
+                self._intake = build_intake(config, self._buffer, self.stats, self.stop_event,
+                                            on_logged=self._processor.wake, on_fatal=self.fail, shedder=shedder,
+                                            subscriptions=subscriptions_for(config, self._router, self._references))
         except Exception:
             self._close_ledger()
             self._buffer.close()
@@ -206,15 +191,24 @@ class Service:
             self._ledger_thread = self._spawn("ledger", lambda: recorder.run(self._ledger_stop))
         self._flusher_thread = self._spawn("flusher", self._flusher.run)
         self._processor_thread = self._spawn("processor", self._processor.run)
-        self._receiver_thread = self._spawn("receiver", self._receiver.run)
+        if self._intake is not None:
+            self._receiver_thread = self._spawn("receiver", self._intake.receiver.run)
         if self._references is not None:
             self._image_threads.append(self._spawn("image-timer", self._references.run_timer))
             for index in range(FETCH_WORKERS if self._references.has_fetches else 0):
                 self._image_threads.append(self._spawn(f"image-fetch-{index}", self._references.run_fetcher))
-        self._subscriber.start()
+        if self._intake is not None:
+            self._intake.subscriber.start()
         log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d raw_depth=%d",
-                 len(self._router.routes), ",".join(subscriptions), config.buffer.path, self._buffer.depth,
-                 self._buffer.raw.depth)
+                 len(self._router.routes), ",".join(subscriptions_for(config, self._router, self._references)),
+                 config.buffer.path, self._buffer.depth, self._buffer.raw.depth)
+
+    def raw_logged(self, first_seq: int | None = None) -> None:
+        """The receiver process committed raw segments, or (`first_seq`) started: the processor looks at the log."""
+        if first_seq is not None:
+            self._buffer.raw.rewind(first_seq)
+        if self._processor is not None:
+            self._processor.wake()
 
     def _open_ledger(self) -> None:
         """Open the delivery ledger for `verify` (`buffer.ledger_entries` > 0). Best effort: a ledger that cannot be
@@ -280,41 +274,27 @@ class Service:
 
     def state(self) -> ServiceState:
         """Current health, for /healthz, /readyz and status output."""
-        alive = all(t.is_alive() for t in self._threads) and bool(self._subscriber and self._subscriber.is_alive())
-        mqtt_ok = bool(self._subscriber and self._subscriber.is_connected)
-        api_ok = bool(self._flusher and self._flusher.is_api_ready)
-        writable = bool(self._receiver and self._receiver.is_writable and self._processor
-                        and self._processor.is_writable)
-        backpressured = bool(self._receiver and self._receiver.is_backpressured)
-        subscribed = bool(self._subscriber and self._subscriber.is_subscribed)
-        problem = self._subscriber.problem if self._subscriber else ""
-        # ready once subscribed: connected but not yet subscribed, the broker would not keep our messages
-        reasons = [(not alive, "a bridge thread is not running"),
-                   (not mqtt_ok, problem or f"connecting to the MQTT broker {self.config.mqtt.host}:"
-                                           f"{self.config.mqtt.port}"),
-                   (mqtt_ok and not subscribed, "subscribing at the MQTT broker"),
-                   (not api_ok, "the Vision Events API refuses the API key"),
-                   (not writable, "buffer commits fail"),
-                   (backpressured, "the buffer is over its high-water mark: acks to the broker are held back")]
-        not_ready = "; ".join(text for is_cause, text in reasons if is_cause)
-        return ServiceState(
-            is_alive=alive and not self.stop_event.is_set(),
-            is_ready=not not_ready,
-            mqtt_connected=mqtt_ok, mqtt_subscribed=subscribed,
-            api_ready=api_ok, buffer_writable=writable, backpressured=backpressured,
-            buffer_depth=self._buffer.depth, dead_letters=self._buffer.dead_letter_count,
-            last_error=self._fatal or (self._flusher.last_error if self._flusher else ""),
-            api_not_ready_reason=self._flusher.not_ready_reason if self._flusher else "",
-            mqtt_problem=problem,
-            mqtt_protocol=(self._subscriber.protocol_in_use or "") if self._subscriber else "",
-            not_ready_reason=not_ready,
-        )
+        if self.remote is not None:
+            intake = self.remote.state()
+        elif self._intake is not None:
+            intake = self._intake.state(bool(self._receiver_thread and self._receiver_thread.is_alive()))
+        else:  # not started
+            intake = IntakeState(alive=False, connected=False, subscribed=False, problem="", protocol="",
+                                 writable=True, backpressured=False)
+        return compose_state(
+            intake, threads_alive=all(t.is_alive() for t in self._threads), stopping=self.stop_event.is_set(),
+            api_ready=bool(self._flusher and self._flusher.is_api_ready),
+            api_reason=self._flusher.not_ready_reason if self._flusher else "",
+            processor_writable=bool(self._processor and self._processor.is_writable),
+            broker=f"{self.config.mqtt.host}:{self.config.mqtt.port}", buffer_depth=self._buffer.depth,
+            dead_letters=self._buffer.dead_letter_count,
+            last_error=self._fatal or (self._flusher.last_error if self._flusher else ""))
 
     def wait(self, status_interval_s: float = 60.0) -> None:
         """Block until stopped, watching the threads (a dead thread stops the bridge)."""
         next_status = time.monotonic() + status_interval_s
         while not self.stop_event.wait(1.0):
-            if self._subscriber is not None and not self._subscriber.is_alive():
+            if self._intake is not None and not self._intake.subscriber.is_alive():
                 self.fail("mqtt network thread is gone")
             for thread in self._threads:
                 if not thread.is_alive():
@@ -326,18 +306,19 @@ class Service:
                          state.mqtt_connected, state.api_ready, state.buffer_depth,
                          self.stats.count("events_delivered"), state.dead_letters, state.api_not_ready_reason)
 
-    def shutdown(self) -> int:
-        """Ordered shutdown under one deadline. Returns the exit code (0 clean, 1 after a fatal error)."""
+    def shutdown(self, grace_s: float | None = None) -> int:
+        """Ordered shutdown under one deadline (`grace_s`, by default `flush.shutdown_grace_s` + 5 s). Returns the
+        exit code (0 clean, 1 after a fatal error)."""
         if self._stopped:
             return 0 if self._fatal is None else 1
         self._stopped = True
         self.stop_event.set()
-        deadline = time.monotonic() + self.config.flush.shutdown_grace_s + 5.0
-        log.info("shutdown: stopping the receiver")
-        _join(self._receiver_thread, deadline)
-        if self._subscriber is not None:
+        deadline = time.monotonic() + (self.config.flush.shutdown_grace_s + 5.0 if grace_s is None else grace_s)
+        if self._intake is not None:
+            log.info("shutdown: stopping the receiver")
+            _join(self._receiver_thread, deadline)
             log.info("shutdown: disconnecting mqtt")
-            self._subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
+            self._intake.subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
         if self._processor is not None:  # half of what is left; the flusher needs the rest for its batch in flight
             self._processor.stop_when_idle(max(0.1, (deadline - time.monotonic()) / 2))
         for thread in [self._processor_thread, *self._image_threads]:
@@ -369,7 +350,8 @@ class Service:
         return 0 if self._fatal is None else 1
 
     def run(self) -> int:
-        """Start, wait for SIGTERM/SIGINT or a fatal error, shut down; returns the exit code."""
+        """Start, wait for SIGTERM/SIGINT or a fatal error, shut down; returns the exit code (the bridge in one
+        process: `mqtt-bridge run --single-process`, the demo, the tests)."""
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("signal %s received; stopping", signal.Signals(signum).name)

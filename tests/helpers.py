@@ -6,6 +6,7 @@ Fixtures live in `conftest.py` and are built from these; tests import the helper
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -576,6 +577,47 @@ def events_by_seq(events: list[dict[str, Any]], run: str = "r") -> dict[int, lis
         if metadata.get("run") == run and isinstance(metadata.get("seq"), int):
             grouped.setdefault(metadata["seq"], []).append(event)
     return grouped
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, parents first (from /proc/<pid>/task/*/children; [] once `pid` is gone)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        current, index = tree[index], index + 1
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                tree.extend(int(child) for child in children.read_text().split())
+    return [p for p in tree if Path(f"/proc/{p}").exists()]
+
+
+def tree_memory_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure summed over `pid` and its descendants (/proc/<pid>/status: VmRSS now, VmHWM peak), KiB."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+    return total
+
+
+def is_running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, not yet reaped by its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def child_named(pid: int, name: str, not_in: Collection[int] = ()) -> int | None:
+    """A running descendant of `pid` whose /proc/<pid>/comm is `name` (the bridge's children: bridge-receiver,
+    bridge-worker) and that is not one of `not_in`, or None."""
+    for member in process_tree(pid)[1:]:
+        with contextlib.suppress(OSError):
+            if (member not in not_in and is_running(member)
+                    and Path(f"/proc/{member}/comm").read_text().strip() == name):
+                return member
+    return None
 
 
 class BridgeProcess:

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override logging.level")
     p.add_argument("--allow-missing-use-cases", action="store_true",
                    help="deprecated, no effect: a use case absent from the list only warns")
+    p.add_argument("--single-process", action="store_true",
+                   help="run receiver, processor and flusher as threads of one process (one core; for debugging "
+                        "and small boxes) instead of a supervisor with a receiver and a worker process")
     p.set_defaults(runs="run")
 
     p = sub.add_parser("check-config", help="validate a config and print it with secrets redacted, or explain a key")

@@ -1,14 +1,16 @@
 """`mqtt-bridge run`, `check-config` and `schema`: the bridge itself, and its configuration.
 
-Owns: starting the `Service` on a loaded config (with glibc's allocator tuned, `cli.malloc`) and mapping what stops
-it to an exit code; printing the effective configuration (secrets redacted) or the reference of one key
-(`--explain`, the text comes from `config.explain`); the JSON Schemas of the config file and of the canonical
-message (what `config/schema.json` and `config/message.schema.json` hold).
+Owns: starting the bridge (the `Supervisor` of its processes, or with `--single-process` the `Service`) on a loaded
+config (with glibc's allocator tuned, `cli.malloc`) and mapping what stops it to an exit code; printing the
+effective configuration (secrets redacted) or the reference of one key (`--explain`, the text comes from
+`config.explain`); the JSON Schemas of the config file and of the canonical message (what `config/schema.json` and
+`config/message.schema.json` hold).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -34,18 +36,24 @@ log = logging.getLogger("mqtt_bridge")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`run`: the bridge until SIGTERM (exit 0), a dead thread (1), a bad config (2), a busy port (3) or an
-    unusable buffer (4)."""
+    """`run`: the bridge until SIGTERM (exit 0), a dead thread or a child process that keeps failing (1), a bad
+    config (2), a busy port (3) or an unusable buffer (4). By default a supervisor with a receiver and a worker
+    process (`supervise.supervisor`); `--single-process`: everything as threads of this process."""
     from mqtt_bridge.service import Service  # noqa: PLC0415
+    from mqtt_bridge.supervise.supervisor import Supervisor  # noqa: PLC0415
 
     def run(config: BridgeConfig) -> int:
         setup_logging(args.log_level or config.logging.level, config.logging.format, config)
         tune_malloc()  # freed payloads and images go back to the system (see cli.malloc)
+        # what start-up made (modules, the parsed config) lives as long as the process: moved out of the collector's
+        # reach, every collection walks fewer objects (a drain spent 7.5 % of its CPU in gc, about 4 % frozen), and the
+        # forked children do not copy those pages when the collector would have touched them
+        gc.freeze()
         if args.allow_missing_use_cases:
             log.warning("--allow-missing-use-cases is no longer needed and has no effect: a use case absent from "
                         "the workspace's list only warns")
         try:  # a ConfigError is printed by `with_config`: exit 2
-            return Service(config).run()
+            return Service(config).run() if args.single_process else Supervisor(config).run()
         except StorageError as exc:
             log.error("buffer unusable: %s", exc)
             return EXIT_BUFFER

@@ -74,6 +74,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
                                    "(verify will not check them; the events were delivered)."),
     "ledger_write_errors": ("", "Failed writes of the delivery ledger (their entries were given up)."),
     "history_sample_errors": ("", "Failed samples of the status page's last-hour history (the charts miss a point)."),
+    "process_restarts": ("process", "Times the supervisor started a child process again after it ended (receiver, "
+                                    "worker); 0 until one dies."),
 }
 # Stats gauge name -> (exported name, help).
 GAUGES: dict[str, tuple[str, str]] = {
@@ -199,14 +201,23 @@ class _BridgeCollector(Collector):
         yield info
 
 
+def _pid_text(pid: Callable[[], int | None]) -> Callable[[], str]:
+    """A pid for `ProcessCollector`: one that names no /proc entry ("none") while the process is unknown."""
+    return lambda: str(pid() or "none")
+
+
 class Metrics:
     """The metrics of one bridge: a private registry with the bridge collector and the process collector."""
 
     def __init__(self, stats: Stats, state: Callable[[], StateGauges], buffer: Callable[[], BufferGauges], *,
-                 high_water_bytes: int = 0) -> None:
+                 high_water_bytes: int = 0, other_processes: dict[str, Callable[[], int | None]] | None = None) -> None:
+        """`other_processes`: the bridge's other processes by name (`supervisor`, `receiver`) and how to find their
+        pid now: their CPU, memory and file descriptors are exported as `mqtt_bridge_<name>_process_*`."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_BridgeCollector(stats, state, buffer, high_water_bytes))
         ProcessCollector(namespace="mqtt_bridge", registry=self.registry)
+        for name, pid in (other_processes or {}).items():  # a pid of None names no /proc entry: nothing exported
+            ProcessCollector(namespace=f"mqtt_bridge_{name}", pid=_pid_text(pid), registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

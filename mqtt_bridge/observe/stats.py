@@ -36,6 +36,7 @@ class Stats:
         self._counters: Counter[tuple[str, str]] = Counter()
         self._gauges: dict[str, float] = {}
         self._histograms: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._sources: dict[str, Counter[tuple[str, str]]] = {}  # another process's counters, as it last reported
         self.started_at_s = time.time()
 
     def add(self, name: str, amount: int = 1, label: str = "") -> None:
@@ -95,3 +96,15 @@ class Stats:
             for name, gauge in self._gauges.items():
                 out.setdefault(name, {})[""] = gauge
             return out
+
+    def absorb(self, source: str, counters: dict[tuple[str, str], int], gauges: dict[str, float]) -> None:
+        """Count another process's numbers in (the receiver process's, `supervise`): `counters` are its totals as
+        it reports them now (they replace what `source` reported before), `gauges` overwrite these. A restarted
+        process reports as a new `source`, so that what its predecessor counted stays counted."""
+        with self._lock:
+            previous = self._sources.get(source)
+            if previous is not None:
+                self._counters.subtract(previous)
+            self._counters.update(counters)
+            self._sources[source] = Counter(counters)
+            self._gauges.update(gauges)

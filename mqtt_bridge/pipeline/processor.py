@@ -1,6 +1,7 @@
 """The processor thread: raw log entries → events or dead letters, after the broker's ack (design §3).
 
-Owns: the cursor over the raw log (on start, everything in it; then each segment the receiver commits), turning
+Owns: the cursor over the raw log (on start, everything in it; then each segment the receiver commits, handed
+over in memory, or found on disk when the receiver runs in its own process), turning
 each raw entry into an `Inbound` whose ack means "this raw entry is finished" (not a broker ack), the hand-off to the
 first stage (`images.references` for routes with url/file/companion images, else straight to `offer`), and the
 commit: a group of messages is ingested (route, decode, rules, validation: `transform.ingest`), and its records and
@@ -60,7 +61,8 @@ class Processor:
     def __init__(self, ingestor: Ingestor, buffer: DiskBuffer, stats: Stats, stop: threading.Event,
                  wake_flusher: threading.Event, *, max_in_flight: int, max_in_flight_bytes: int,
                  hooks: OutcomeHook | None = None,
-                 shed_images: Callable[[list[Record]], list[Record] | None] | None = None) -> None:
+                 shed_images: Callable[[list[Record]], list[Record] | None] | None = None,
+                 poll_raw_log: bool = False) -> None:
         self._ingestor = ingestor
         self._buffer = buffer
         self._raw = buffer.raw
@@ -79,6 +81,9 @@ class Processor:
         self._next_high_water_check = 0.0
         self._over_high_water = False
         self._is_abandoned = False  # a commit was given up at stop: commit nothing more
+        # the receiver runs in another process: look for its new segments on disk at every step (`RawLog.discover`)
+        self._poll_raw_log = poll_raw_log
+        self._steps = 0  # loop turns, so that a stop waits for one look at the log after the receiver stopped
         self.is_writable = True
 
     def set_first_stage(self, stage: Callable[[Inbound], None]) -> None:
@@ -107,8 +112,10 @@ class Processor:
         """At shutdown: wait until `is_idle` (at most `timeout_s`), then set the stop event (the image stage's too);
         True when it was idle. What is left stays in the raw log."""
         ends = time.monotonic() + timeout_s
-        while not self.is_idle and time.monotonic() < ends and not self._stop.wait(0.05):
-            pass
+        steps = self._steps
+        while ((not self.is_idle or self._steps < steps + 2) and time.monotonic() < ends
+               and not self._stop.wait(0.05)):
+            self.wake()
         idle = self.is_idle
         log.info("processor stopping idle=%s raw_depth=%d", idle, self._raw.depth)
         self._stop.set()
@@ -120,6 +127,7 @@ class Processor:
         log.info("processor started raw_depth=%d", self._raw.depth)
         while True:
             try:
+                self._steps += 1
                 if self._step():
                     continue
                 if self._stop.is_set():
@@ -139,6 +147,8 @@ class Processor:
         """One unit of work: read raw segments (up to a group's worth) and commit a queued group, or commit finished
         entries alone. False when there was nothing to do."""
         taken = 0
+        if self._poll_raw_log:
+            self._raw.discover()
         # read segments until a group's worth is queued: a backlog of small segments is committed in big groups
         while not self._stop.is_set() and self._has_room() and self._has_no_full_group():
             entries = self._raw.take()

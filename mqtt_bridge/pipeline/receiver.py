@@ -31,6 +31,7 @@ _MAX_GROUP_BYTES = 8 * 2**20
 _MAX_QUEUED_BYTES = 32 * 2**20
 _RETRY_S = 1.0
 _HIGH_WATER_CHECK_S = 0.2
+_HIGH_WATER_CHECK_BYTES = 256 * 2**10  # ... or after this many bytes logged, whichever comes first
 _GATHER_S = 0.02
 
 
@@ -44,7 +45,8 @@ class Receiver:
 
     def __init__(self, raw_log: RawLog, is_over_high_water: Callable[[], bool], stats: Stats,
                  stop: threading.Event, on_logged: Callable[[], None], max_pending: int,
-                 may_exceed_high_water: Callable[[], bool] | None = None) -> None:
+                 may_exceed_high_water: Callable[[], bool] | None = None,
+                 max_group_bytes: int = _MAX_GROUP_BYTES) -> None:
         self._raw_log = raw_log
         self._is_over = is_over_high_water
         self._may_exceed = may_exceed_high_water
@@ -57,6 +59,10 @@ class Receiver:
         self.is_backpressured = False
         self.is_writable = True
         self._next_high_water_check = 0.0
+        self._logged_since_check = 0  # bytes committed since the mark was last asked
+        # a group never takes more than a fraction of the disk's reserve (`buffer.min_free_bytes`): a burst the
+        # broker held back must not fill the disk between two looks at the mark
+        self._max_group_bytes = max(1, min(_MAX_GROUP_BYTES, max_group_bytes))
 
     def offer(self, message: Inbound) -> None:
         """Queue a message for the receiver thread; blocks (backpressure on the socket) while the queue is full,
@@ -127,7 +133,7 @@ class Receiver:
         # far more CPU than a message), at high rates the queue is full and the group fills without waiting.
         # A group is also capped in bytes, so that messages with big images do not pile up in memory.
         deadline = time.monotonic() + _GATHER_S
-        while len(group) < _MAX_GROUP and size < _MAX_GROUP_BYTES:
+        while len(group) < _MAX_GROUP and size < self._max_group_bytes:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
@@ -157,6 +163,7 @@ class Receiver:
                 self._stats.add("buffer_commit_errors")
                 if self._stop.wait(_RETRY_S):
                     return  # not acked: the broker redelivers after restart
+        self._logged_since_check += sum(len(m.payload) for m in group)
         self._stats.add("messages_logged", len(group))
         self._on_logged()
         for message in group:
@@ -164,11 +171,14 @@ class Receiver:
 
     def _is_over_high_water(self) -> bool:
         """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a
-        statvfs and a SQLite page count; a group or two more is far below any sensible reserve)."""
+        statvfs and a SQLite page count), or after `_HIGH_WATER_CHECK_BYTES` logged: with groups capped at a quarter
+        of the reserve, a burst overshoots the mark by far less than the reserve."""
         now = time.monotonic()
-        if not self.is_backpressured and now < self._next_high_water_check:
+        if (not self.is_backpressured and now < self._next_high_water_check
+                and self._logged_since_check < _HIGH_WATER_CHECK_BYTES):
             return False
         self._next_high_water_check = now + _HIGH_WATER_CHECK_S
+        self._logged_since_check = 0
         return self._is_over()
 
     def _wait_below_high_water(self) -> bool:

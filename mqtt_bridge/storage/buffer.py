@@ -73,28 +73,37 @@ class DiskBuffer:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Create the private directory, take the instance lock, check and open the database."""
-        self._lock_file = lock_directory(self.path)
+    def open(self, *, take_lock: bool = True, load: bool = True) -> None:
+        """Create the private directory, take the instance lock, check and open the database.
+
+        In the bridge's child processes (`supervise`), `take_lock=False`: the supervisor holds the lock for all of
+        them (they inherit its open file, so the lock lasts until the last of them ends) and checked the file.
+        `load=False` opens the database without reading its keys (the receiver process only appends raw messages;
+        the supervisor only checks the file before it starts the children)."""
+        if take_lock:
+            self._lock_file = lock_directory(self.path)
         try:
-            self._cache = open_database(self.path)
-            self._letters.quarantine_unsafe_rows()  # before any key is iterated (no pickle, no outside file)
-            self._load_state()
+            self._cache = open_database(self.path, check=take_lock)  # whoever holds the lock checked the file
+            if load:
+                self._letters.quarantine_unsafe_rows()  # before any key is iterated (no pickle, no outside file)
+                self._load_state()
         except StorageError:
             self.close()
             raise
         except (sqlite3.DatabaseError, OSError) as exc:
             self.close()
             raise BufferCorrupt(f"cannot open the buffer database in {self.path}: {exc}") from exc
-        log.info("buffer opened path=%s depth=%d dead_letters=%d", self.path, self._depth, self._letters.count)
+        if load:
+            log.info("buffer opened path=%s depth=%d dead_letters=%d", self.path, self._depth, self._letters.count)
 
-    def close(self) -> None:
-        """Close the database and release the instance lock."""
+    def close(self, *, keep_lock: bool = False) -> None:
+        """Close the database and release the instance lock (`keep_lock`: the supervisor keeps it while its
+        children, which open the database themselves, run)."""
         if self._cache is not None:
             self._cache.close()
             self._cache = None
         self._segment_cache.clear()
-        if self._lock_file is not None:
+        if self._lock_file is not None and not keep_lock:
             unlock_directory(self._lock_file)
             self._lock_file = None
 

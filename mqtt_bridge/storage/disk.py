@@ -184,10 +184,12 @@ def unlock_directory(lock_file: IO[bytes]) -> None:
     lock_file.close()
 
 
-def open_database(path: Path) -> diskcache.Cache:
-    """Check, then open the database in `path` with the durable settings. Raises BufferCorrupt on a failed check;
-    sqlite3 and OS errors of the open itself propagate (the caller maps them)."""
-    quick_check(path / "cache.db")
+def open_database(path: Path, *, check: bool = True) -> diskcache.Cache:
+    """Check (unless `check` is False: a child process of a supervisor that checked it), then open the database in
+    `path` with the durable settings. Raises BufferCorrupt on a failed check; sqlite3 and OS errors of the open
+    itself propagate (the caller maps them)."""
+    if check:
+        quick_check(path / "cache.db")
     return diskcache.Cache(
         str(path), disk=BytesOnlyDisk, eviction_policy="none", cull_limit=0,
         sqlite_synchronous=2, disk_min_file_size=_INLINE_LIMIT, size_limit=2**62,

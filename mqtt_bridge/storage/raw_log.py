@@ -29,6 +29,17 @@ from dataclasses import dataclass, field
 import diskcache
 
 from mqtt_bridge.errors import DeadLetterReason
+from mqtt_bridge.model.raw import (
+    DONE_PREFIX,
+    PREFIX,
+    PREFIX_END,
+    RawEntry,
+    RawMessage,
+    done_key,
+    parse_key,
+    segment_key,
+    seq_of,
+)
 from mqtt_bridge.model.record import DeadLetter
 from mqtt_bridge.storage.dead_letters import DeadLetters
 from mqtt_bridge.storage.segments import frame_pieces, split
@@ -37,64 +48,7 @@ __all__ = ["RawEntry", "RawLog", "RawMessage"]
 
 log = logging.getLogger(__name__)
 
-_PREFIX = "raw:"
-_DONE_PREFIX = "rawdone:"
-_VERSION = 1
 _CACHED_BYTES = 8 * 2**20  # payloads of just-committed segments handed to the processor in memory, at most
-# version, qos, flags (bit 0: retain), receive time (s), topic length, properties length
-_HEAD = struct.Struct(">BBBdHI")
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One MQTT message as received: what the processor needs to redo everything after it from the log.
-
-    `properties` is the JSON text of the MQTT 5 properties that matter (content type, payload format indicator,
-    user properties), b"" when the message had none. The topic stays bytes: it may not be UTF-8.
-    """
-
-    topic: bytes
-    payload: bytes
-    qos: int
-    retain: bool
-    received_at_s: float
-    properties: bytes = b""
-
-    def pieces(self) -> tuple[bytes, bytes, bytes, bytes]:
-        """The entry's bytes in pieces: a fixed header, the topic, the properties, then the payload as it came."""
-        head = _HEAD.pack(_VERSION, self.qos, int(self.retain), self.received_at_s, len(self.topic),
-                          len(self.properties))
-        return head, self.topic, self.properties, self.payload
-
-    def to_bytes(self) -> bytes:
-        """The entry's bytes (`pieces`, joined)."""
-        return b"".join(self.pieces())
-
-    @classmethod
-    def from_bytes(cls, data: bytes | memoryview) -> RawMessage:
-        """Inverse of `to_bytes` (from a memoryview too: each field is copied once). Raises ValueError on bytes
-        that are not an entry."""
-        if len(data) < _HEAD.size:
-            raise ValueError("raw entry too short")
-        version, qos, flags, received_at_s, topic_len, props_len = _HEAD.unpack_from(data)
-        if version != _VERSION:
-            raise ValueError(f"unknown raw entry version {version}")
-        start = _HEAD.size
-        if start + topic_len + props_len > len(data):
-            raise ValueError("truncated raw entry")
-        topic = bytes(data[start:start + topic_len])
-        properties = bytes(data[start + topic_len:start + topic_len + props_len])
-        return cls(topic, bytes(data[start + topic_len + props_len:]), qos, bool(flags & 1), received_at_s,
-                   properties)
-
-
-@dataclass(frozen=True, slots=True)
-class RawEntry:
-    """One unfinished entry handed to the processor: its place in the log and its message."""
-
-    seq: int
-    index: int
-    message: RawMessage
 
 
 @dataclass(slots=True)
@@ -106,14 +60,6 @@ class _Segment:
     has_progress: bool = False  # a `rawdone:` key exists for it
     marked: set[int] = field(default_factory=set)  # finished, not yet committed
     sizes: list[int] | None = None  # payload sizes once taken (in-flight accounting)
-
-
-def _key(seq: int, count: int, received_at_s: float) -> str:
-    return f"{_PREFIX}{seq:016d}:{count}:{int(received_at_s * 1000)}"
-
-
-def _done_key(seq: int) -> str:
-    return f"{_DONE_PREFIX}{seq:016d}"
 
 
 class RawLog:
@@ -131,6 +77,9 @@ class RawLog:
         self._cached: dict[int, list[RawMessage]] = {}
         self._cached_bytes = 0
         self._next_seq = 0
+        self._append_only = False  # a receiver in its own process: append, keep no index (`start_appending`)
+        self._seen_key = PREFIX  # the newest raw key this log knows of (`discover` looks after it)
+        self._rewinds = 0  # `rewind` calls, so that a `discover` running meanwhile does not undo one
         self._depth = 0
         self._in_flight = 0
         self._in_flight_bytes = 0
@@ -151,22 +100,21 @@ class RawLog:
         for key in db.iterkeys():
             if not isinstance(key, str):
                 continue
-            if key.startswith(_DONE_PREFIX):
+            if key.startswith(DONE_PREFIX):
                 value = db.get(key, retry=True)
-                if isinstance(value, bytes) and key[len(_DONE_PREFIX):].isdigit():
-                    progress[int(key[len(_DONE_PREFIX):])] = value
-            elif key.startswith(_PREFIX):
-                try:
-                    seq_text, count_text, ms_text = key[len(_PREFIX):].split(":")
-                    seq, count, received = int(seq_text), int(count_text), int(ms_text) / 1000
-                except ValueError:
+                if isinstance(value, bytes) and key[len(DONE_PREFIX):].isdigit():
+                    progress[int(key[len(DONE_PREFIX):])] = value
+            elif key.startswith(PREFIX):
+                parsed = parse_key(key)
+                if parsed is None:
                     bad.append(key)
                     continue
+                seq, count, received = parsed
                 self._segments[seq] = _Segment(key, count, received, bytearray(count))
         for seq, value in progress.items():
             segment = self._segments.get(seq)
             if segment is None:
-                db.delete(_done_key(seq), retry=True)  # progress of no segment (never written so): drop it
+                db.delete(done_key(seq), retry=True)  # progress of no segment (never written so): drop it
             elif len(value) == segment.count:
                 segment.done[:] = bytes(1 if b else 0 for b in value)
                 segment.has_progress = True
@@ -174,6 +122,7 @@ class RawLog:
         self._untaken.extend(self._segments)
         self._depth = sum(s.count - sum(s.done) for s in self._segments.values())
         self._next_seq = max(self._segments, default=-1) + 1
+        self._seen_key = max((s.key for s in self._segments.values()), default=PREFIX)
         for key in bad:
             self._quarantine_key(key, "a raw log key that could not be parsed")
 
@@ -187,9 +136,11 @@ class RawLog:
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-        key = _key(seq, len(messages), messages[0].received_at_s)
+        key = segment_key(seq, len(messages), messages[0].received_at_s)
         self._db().set(key, value, retry=True)
         del value
+        if self._append_only:
+            return
         size = sum(len(message.payload) for message in messages)
         with self._lock:
             self._segments[seq] = _Segment(key, len(messages), messages[0].received_at_s, bytearray(len(messages)))
@@ -198,6 +149,50 @@ class RawLog:
             if self._cached_bytes + size <= _CACHED_BYTES:
                 self._cached[seq] = messages
                 self._cached_bytes += size
+
+    def start_appending(self) -> int:
+        """For a receiver in its own process, instead of `load`: only `append` from now on, keeping no index (the
+        processor's process reads the log). Sequence numbers go on after every segment on disk and after the wall
+        clock in microseconds, so that a restarted receiver never reuses one the processor has already seen and
+        deleted. Returns the first sequence number (`rewind`'s argument on the processor's side)."""
+        row = self._db()._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key DESC LIMIT 1",
+                              (PREFIX, PREFIX_END)).fetchone()
+        last = seq_of(row[0]) if row is not None else -1
+        with self._lock:
+            self._append_only = True
+            self._next_seq = max(last + 1, time.time_ns() // 1000)
+            return self._next_seq
+
+    def discover(self) -> int:
+        """For a processor whose receiver runs in another process: adopt the segments committed after the newest
+        one this log knows of (one index range read). Returns how many entries were added."""
+        with self._lock:
+            after, rewinds = self._seen_key, self._rewinds
+        rows = self._db()._sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key",
+                               (after, PREFIX_END)).fetchall()
+        added = 0
+        with self._lock:
+            for (key,) in rows:
+                parsed = parse_key(key) if isinstance(key, str) else None
+                if parsed is None:
+                    continue  # quarantined by the next `load`
+                seq, count, received = parsed
+                if self._rewinds == rewinds:
+                    self._seen_key = max(self._seen_key, key)
+                if seq in self._segments:
+                    continue
+                self._segments[seq] = _Segment(key, count, received, bytearray(count))
+                self._untaken.append(seq)
+                self._depth += count
+                added += count
+        return added
+
+    def rewind(self, first_seq: int) -> None:
+        """A receiver (re)started with `first_seq`: the next `discover` looks from there again, in case the clock
+        went back and its sequence numbers lie below keys this log has seen (known segments are not adopted twice)."""
+        with self._lock:
+            self._seen_key = min(self._seen_key, f"{PREFIX}{first_seq:016d}")
+            self._rewinds += 1
 
     # --- processor side ---------------------------------------------------------------------------------------
 
@@ -298,9 +293,9 @@ class RawLog:
             if all(done):
                 db.delete(segment.key, retry=True)
                 if segment.has_progress:
-                    db.delete(_done_key(seq), retry=True)
+                    db.delete(done_key(seq), retry=True)
             else:
-                db.set(_done_key(seq), bytes(done), retry=True)
+                db.set(done_key(seq), bytes(done), retry=True)
         return snapshot
 
     def committed(self, snapshot: dict[int, frozenset[int]]) -> None:
@@ -388,7 +383,7 @@ class RawLog:
             self._letters.write([letter])
             db.delete(key, retry=True)
             for seq in seqs:
-                db.delete(_done_key(seq), retry=True)
+                db.delete(done_key(seq), retry=True)
         with self._lock:
             for seq in seqs:
                 segment = self._segments.pop(seq)

@@ -14,7 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import requests
@@ -22,7 +22,15 @@ import yaml
 
 from mqtt_bridge.model.record import DeadLetter, Record
 from mqtt_bridge.storage.buffer import DiskBuffer
-from tests.helpers import BridgeProcess, BrokerAddress, bridge_config, free_port, wait_until
+from tests.helpers import (
+    BridgeProcess,
+    BrokerAddress,
+    bridge_config,
+    child_named,
+    free_port,
+    tree_memory_kb,
+    wait_until,
+)
 
 __all__ = ["FaultBridge", "fill_filesystem", "small_filesystem"]
 
@@ -151,11 +159,24 @@ class FaultBridge:
         return response.status_code, body if isinstance(body, dict) else {}
 
     def memory_kb(self, field: str = "VmRSS") -> int:
-        """A memory figure of the process from /proc/<pid>/status (VmRSS now, VmHWM peak), in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise AssertionError(f"{field} not in /proc/{self.pid}/status")
+        """A memory figure of the bridge from /proc/<pid>/status (VmRSS now, VmHWM peak), in KiB: summed over
+        the supervisor and its children (for VmHWM, the sum of each process's own peak)."""
+        total = tree_memory_kb(self.pid, field)
+        assert total > 0, f"{field} not in /proc/{self.pid}/status"
+        return total
+
+    def child_pid(self, role: str, timeout_s: float = 20.0, not_in: Collection[int] = ()) -> int:
+        """The pid of the running bridge's `receiver` or `worker` process, other than `not_in` (waits for the
+        supervisor to start one)."""
+        found: list[int] = []
+
+        def started() -> bool:
+            pid = child_named(self.pid, f"bridge-{role}", not_in)
+            found[:] = [pid] if pid is not None else []
+            return bool(found)
+
+        wait_until(started, timeout_s=timeout_s, message=f"the bridge's {role} process")
+        return found[0]
 
     # --- the buffer, after the process stopped ----------------------------------------------------------------
 

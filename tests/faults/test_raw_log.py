@@ -43,7 +43,9 @@ def test_raw_log_sigkill_while_detections_wait_for_their_images_pairs_them_after
     assert publisher.wait_acked(60)
     wait_until(lambda: bridge.metric("raw_log_depth") == total, timeout_s=60,
                message="every detection acked and waiting in the raw log")
-    assert bridge.metric("images_parked") == total and rig.emulator.events() == []
+    # the worker process finds the receiver's segments on disk and parks them a moment after they are logged
+    wait_until(lambda: bridge.metric("images_parked") == total, timeout_s=30, message="every detection parked")
+    assert rig.emulator.events() == []
     assert bridge.kill() == -signal.SIGKILL
 
     images = {message.msg_id: tiny_png(seq) for seq, message in enumerate(stream)}

@@ -15,7 +15,15 @@ from PIL import Image
 
 from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.sdk.publisher import Detection, build_message
-from tests.helpers import BridgeProcess, MosquittoBroker, PahoClient, bridge_config, free_port, wait_until
+from tests.helpers import (
+    BridgeProcess,
+    MosquittoBroker,
+    PahoClient,
+    bridge_config,
+    free_port,
+    tree_memory_kb,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +38,10 @@ def _noisy_jpeg(seed: int) -> bytes:
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    """RSS of the bridge: its supervisor and child processes together."""
+    kib = tree_memory_kb(pid, "VmRSS")
+    assert kib > 0, "no VmRSS"
+    return kib / 1024
 
 
 def test_image_backlog_keeps_memory_flat_during_an_api_outage(mosquitto: MosquittoBroker, emulator: Emulator,

@@ -235,6 +235,8 @@ def test_status_command_reads_the_running_bridge(mosquitto: MosquittoBroker, emu
         with PahoClient(mosquitto, client_id="status-publisher").connect() as publisher:
             publisher.publish_many([(TOPIC, detection_message(seq)) for seq in range(3)])
         wait_until(lambda: len(emulator.events()) == 3, timeout_s=15, message="delivered")
+        # the API stores a batch before its answer reaches the bridge, which counts the events on that answer
+        wait_until(lambda: service.stats.count("events_delivered") == 3, timeout_s=15, message="counted")
         capsys.readouterr()
         assert main(["status", "--config", str(config_path)]) == EXIT_OK
         out = capsys.readouterr().out

@@ -4,6 +4,7 @@ somewhere, with links that stay inside the repository (or go to public docs)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -64,7 +65,9 @@ def _exported_metrics() -> set[str]:
         is_ready = mqtt_connected = api_ready = buffer_writable = True
         buffer_depth = dead_letters = 0
 
-    metrics = Metrics(Stats(), _State, lambda: BufferGauges(bytes=0, oldest_age_s=0.0))
+    # as in the worker process: the receiver's and the supervisor's process metrics too (here, this process's)
+    metrics = Metrics(Stats(), _State, lambda: BufferGauges(bytes=0, oldest_age_s=0.0),
+                      other_processes={"receiver": os.getpid, "supervisor": os.getpid})
     names = {family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()}
     names |= {PREFIX + name + "_total" for name in COUNTERS}
     names |= {PREFIX + exported for exported, _ in GAUGES.values()}
@@ -137,7 +140,9 @@ def test_docs_every_exported_metric_is_in_the_deploy_reference() -> None:
     """Every metric the bridge exports is named in deploy/README.md (process metrics as `process_*`)."""
     text = DEPLOY_DOC.read_text(encoding="utf-8")
     missing = sorted(name for name in _exported_metrics()
-                     if f"`{name}`" not in text and not (name.startswith("process_") and "`process_*`" in text))
+                     if f"`{name}`" not in text and not any(name.startswith(f"{process}process_")
+                                                             and f"`{process}process_*`" in text
+                                                             for process in ("", "receiver_", "supervisor_")))
     assert not missing, f"metrics not in deploy/README.md: {missing}"
 
 
