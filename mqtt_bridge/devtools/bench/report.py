@@ -44,6 +44,7 @@ class RunResult:
     cpu_s_per_10k: float | None
     peak_rss_mb: float | None  # the peak of the summed RSS of all its processes
     processes: int | None = None  # how many processes it had: a supervisor, its children, restarted ones
+    peak_pss_mb: float | None = None  # the peak of their summed PSS: a page they share counts once in all
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def summarize(results: list[RunResult]) -> Summary:
     """Median of each figure per mode and system; lost and duplicates are summed over the repetitions, and
     `processes` is the most any repetition had (a child restarted once shows)."""
     out: Summary = {}
-    fields = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_s_per_10k", "cores", "peak_rss_mb")
+    fields = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_s_per_10k", "cores", "peak_rss_mb", "peak_pss_mb")
     for mode in [m for m in MODES if any(r.mode == m for r in results)]:
         for system in [s for s in SYSTEMS if any(r.system == s for r in results)]:
             runs = [r for r in results if r.mode == mode and r.system == system]
@@ -131,7 +132,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 def table(summary: Summary, note: str) -> str:
     """The printed table: one row per mode and system, ratios against `naive` (3.1.1) and the 3.1.1 ceiling."""
     lines = [f"{'mode':<6} {'system':<18} {'events/s':>9} {'x naive':>7} {'x ceil':>6} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'cpu s/10k':>9} {'cpu x naive':>11} {'cores':>5} {'RSS MB':>6} {'procs':>5} {'lost':>5} {'dup':>4}"]
+             f"{'cpu s/10k':>9} {'cpu x naive':>11} {'cores':>5} {'RSS MB':>6} {'PSS MB':>6} {'procs':>5} {'lost':>5} "
+             f"{'dup':>4}"]
     for mode in [m for m in MODES if m in summary]:
         rows = summary[mode]
         naive = rows.get("naive", {})
@@ -144,7 +146,7 @@ def table(summary: Summary, note: str) -> str:
                 f"{_fmt(_ratio(r['events_per_s'], ceiling), 2):>6} {_fmt(r['p50_ms'], 1):>8} "
                 f"{_fmt(r['p99_ms'], 1):>8} {_fmt(r['cpu_s_per_10k'], 2):>9} "
                 f"{_fmt(_ratio(r['cpu_s_per_10k'], naive.get('cpu_s_per_10k')), 2):>11} {_fmt(r['cores'], 2):>5} "
-                f"{_fmt(r['peak_rss_mb'], 1):>6} {_fmt(r.get('processes')):>5} {_fmt(r['lost']):>5} "
-                f"{_fmt(r['duplicates']):>4}")
+                f"{_fmt(r['peak_rss_mb'], 1):>6} {_fmt(r.get('peak_pss_mb'), 1):>6} {_fmt(r.get('processes')):>5} "
+                f"{_fmt(r['lost']):>5} {_fmt(r['duplicates']):>4}")
     lines.append(note)
     return "\n".join(lines)

@@ -273,7 +273,8 @@ def _one(rig: _Rig, settings: BenchSettings, system_name: str, mode: str, rep: i
         lost=count - int(delivered), duplicates=int(duplicates),
         events_per_s=(delivered - 1) / span if span > 0 and mode != "rate" else None,
         p50_ms=p50, p95_ms=p95, p99_ms=p99, cpu_s=cpu, wall_s=wall, cores=cpu / wall if wall > 0 else None,
-        cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=usage.peak_rss_mb, processes=usage.processes)
+        cpu_s_per_10k=cpu * 10_000 / count, peak_rss_mb=usage.peak_rss_mb, processes=usage.processes,
+        peak_pss_mb=usage.peak_pss_mb)
 
 
 def _sink_capacity(rig: _Rig, count: int) -> float:
@@ -343,6 +344,7 @@ def run_bench(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
                         results.append(result)
                         echo(f"rep {rep + 1} {mode:<5} {system:<18} events/s={result.events_per_s or 0:,.0f} "
                              f"cores={result.cores or 0:.2f} rss={result.peak_rss_mb or 0:.0f}MB "
+                             f"pss={result.peak_pss_mb or 0:.0f}MB "
                              f"procs={result.processes} lost={result.lost} dup={result.duplicates}")
             after = _capacity(rig, settings.count)
         finally:

@@ -36,6 +36,7 @@ __all__ = ["TreeSampler", "TreeUsage"]
 log = logging.getLogger(__name__)
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_PSS_EVERY = 10  # samples between two PSS readings (every 0.5 s at the default interval)
 _Key = tuple[int, int]  # (pid, start time in ticks since boot): a pid the kernel hands out again is another process
 
 
@@ -60,6 +61,7 @@ class TreeUsage:
     cpu_s: float
     peak_rss_mb: float
     processes: int
+    peak_pss_mb: float | None = None  # the peak of the summed PSS (shared pages split between their users)
 
 
 def _read(pid: int) -> tuple[int, _Reading] | None:
@@ -73,6 +75,23 @@ def _read(pid: int) -> tuple[int, _Reading] | None:
     reading = _Reading(ppid=int(fields[1]), own_ticks=int(fields[11]) + int(fields[12]),
                        reaped_ticks=int(fields[13]) + int(fields[14]), rss_bytes=resident_pages * _PAGE_BYTES)
     return int(fields[19]), reading
+
+
+def _pss_bytes(pids: list[int]) -> int | None:
+    """The summed PSS of `pids` (/proc/<pid>/smaps_rollup: a page shared by n processes counts 1/n in each, so the
+    sum is what the tree costs in memory, as a cgroup counts it); None where the kernel has no smaps_rollup."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except FileNotFoundError:
+            if not Path(f"/proc/{pid}").exists():
+                continue  # gone since the sample
+            return None
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return total
 
 
 @functools.cache
@@ -150,6 +169,8 @@ class TreeSampler:
         self._base_ticks = 0
         self._unexplained_ticks = 0
         self._peak_rss_bytes = 0
+        self._peak_pss_bytes: int | None = None
+        self._samples = 0
         self._error: BaseException | None = None
 
     def start(self) -> TreeSampler:
@@ -183,6 +204,11 @@ class TreeSampler:
             self._last = now
             self._seen |= now.keys()
             self._peak_rss_bytes = max(self._peak_rss_bytes, sum(r.rss_bytes for r in now.values()))
+            self._samples += 1
+            if self._samples % _PSS_EVERY == 1:  # the kernel walks every page table for it: not at every sample
+                pss = _pss_bytes([pid for pid, _ in now])
+                if pss is not None:
+                    self._peak_pss_bytes = max(self._peak_pss_bytes or 0, pss)
 
     def cpu_s(self) -> float:
         """CPU seconds the tree used since `start()`, read now."""
@@ -196,7 +222,8 @@ class TreeSampler:
         with self._lock:
             ticks = sum(r.total_ticks for r in self._last.values()) - self._base_ticks + self._unexplained_ticks
             return TreeUsage(cpu_s=ticks / _TICKS_PER_S, peak_rss_mb=self._peak_rss_bytes / 2**20,
-                             processes=len(self._seen))
+                             processes=len(self._seen),
+                             peak_pss_mb=None if self._peak_pss_bytes is None else self._peak_pss_bytes / 2**20)
 
     def stop(self) -> None:
         """Stop the sampling thread (the figures stay readable)."""

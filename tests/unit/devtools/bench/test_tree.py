@@ -143,3 +143,37 @@ def test_tree_sampler_starts_counting_cpu_at_start(started: list[tuple[subproces
         assert late.usage().processes == 3
     finally:
         late.stop()
+
+
+_FORKED_SHARING = """
+import os, sys, time
+shared = bytearray(os.urandom(48 * 2**20))  # touched: resident in the parent, then shared with the child
+pid = os.fork()
+if pid == 0:
+    time.sleep(3); os._exit(0)
+print("ready", flush=True)
+sys.stdin.read()
+os.waitpid(pid, 0)
+"""
+
+
+def test_tree_sampler_counts_pages_a_forked_child_shares_once_in_pss_and_twice_in_rss() -> None:
+    """A parent forks a child that shares its 48 MiB (copy-on-write, untouched since): the summed RSS counts them
+    in both, the summed PSS once, which is what the two cost together."""
+    if not Path("/proc/self/smaps_rollup").exists():
+        pytest.skip("this kernel has no /proc/<pid>/smaps_rollup")
+    process = subprocess.Popen([sys.executable, "-c", _FORKED_SHARING], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        sampler = TreeSampler(process.pid, interval_s=0.02).start()
+        wait_until(lambda: sampler.usage().processes == 2, timeout_s=5, message="the child sampled")
+        usage = sampler.usage()
+        sampler.stop()
+    finally:
+        process.stdin.close()
+        process.wait(30)
+    assert usage.peak_pss_mb is not None
+    assert usage.peak_rss_mb >= 2 * CHILD_MB, usage
+    assert CHILD_MB <= usage.peak_pss_mb < 1.5 * CHILD_MB, usage
