@@ -18,17 +18,14 @@ import sys
 import yaml
 
 from mqtt_bridge.cli.common import (
-    EXIT_BUFFER,
     EXIT_CONFIG,
     EXIT_OK,
-    EXIT_UNAVAILABLE,
     setup_logging,
     with_config,
 )
 from mqtt_bridge.cli.malloc import tune_malloc
 from mqtt_bridge.config.bridge import BridgeConfig
 from mqtt_bridge.config.load import redacted
-from mqtt_bridge.errors import StorageError
 
 __all__ = ["check_config_command", "config_schema", "message_schema", "run_command", "schema_command"]
 
@@ -40,6 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
     config (2), a busy port (3) or an unusable buffer (4). By default a supervisor with a receiver and a worker
     process (`supervise.supervisor`); `--single-process`: everything as threads of this process."""
     from mqtt_bridge.service import Service  # noqa: PLC0415
+    from mqtt_bridge.supervise.exits import run_or_exit_code  # noqa: PLC0415
     from mqtt_bridge.supervise.supervisor import Supervisor  # noqa: PLC0415
 
     def run(config: BridgeConfig) -> int:
@@ -52,14 +50,9 @@ def run_command(args: argparse.Namespace) -> int:
         if args.allow_missing_use_cases:
             log.warning("--allow-missing-use-cases is no longer needed and has no effect: a use case absent from "
                         "the workspace's list only warns")
-        try:  # a ConfigError is printed by `with_config`: exit 2
-            return Service(config).run() if args.single_process else Supervisor(config).run()
-        except StorageError as exc:
-            log.error("buffer unusable: %s", exc)
-            return EXIT_BUFFER
-        except OSError as exc:
-            log.error("cannot start: %s (is health.port %d already in use?)", exc, config.health.port)
-            return EXIT_UNAVAILABLE
+        # a ConfigError is printed by `with_config`: exit 2
+        return run_or_exit_code(Service(config).run if args.single_process else Supervisor(config).run,
+                                config.health.port)
 
     return with_config(args.config, run)
 

@@ -9,21 +9,14 @@ it gives (the supervisor stopped the receiver first), and the supervisor gone st
 
 from __future__ import annotations
 
-import logging
 from multiprocessing.connection import Connection
 
 from mqtt_bridge.config.bridge import BridgeConfig
-from mqtt_bridge.errors import StorageError
 from mqtt_bridge.service import Service
+from mqtt_bridge.supervise.exits import run_or_exit_code
 from mqtt_bridge.supervise.link import HELLO, LOGGED, REPORT, RESTARTS, STOP, ChildLink, Message
 
-__all__ = ["EXIT_BUFFER", "EXIT_UNAVAILABLE", "run_worker"]
-
-log = logging.getLogger(__name__)
-
-EXIT_UNAVAILABLE = 3  # the health port is taken (as `mqtt-bridge run`'s exit codes: `cli.common`)
-EXIT_BUFFER = 4  # the buffer is unusable
-
+__all__ = ["run_worker"]
 
 def run_worker(config: BridgeConfig, conn: Connection) -> int:
     """The worker process's body; returns its exit code (0 clean, 1 fatal, 3 port taken, 4 buffer unusable)."""
@@ -47,17 +40,16 @@ def run_worker(config: BridgeConfig, conn: Connection) -> int:
 
     link = ChildLink(conn, on_message, service.stop_event.set)
     link.start()
-    try:
+
+    def serve() -> int:
         service.start()
-    except StorageError as exc:
-        log.error("buffer unusable: %s", exc)
-        return EXIT_BUFFER
-    except OSError as exc:
-        log.error("cannot start: %s (is health.port %d already in use?)", exc, config.health.port)
-        return EXIT_UNAVAILABLE
+        try:
+            service.wait()
+        finally:
+            code = service.shutdown(grace[-1] if grace else None)
+        return code
+
     try:
-        service.wait()
+        return run_or_exit_code(serve, config.health.port)
     finally:
-        code = service.shutdown(grace[-1] if grace else None)
         link.close()
-    return code
