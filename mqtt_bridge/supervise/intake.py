@@ -74,7 +74,7 @@ def build_intake(config: BridgeConfig, buffer: DiskBuffer, stats: Stats, stop: t
     receiver = Receiver(buffer.raw, buffer.is_over_high_water, stats, stop, on_logged,
                         max_pending=max(2 * config.mqtt.receive_maximum, 1000),
                         may_exceed_high_water=shedder.may_exceed_high_water if shedder else None,
-                        max_group_bytes=max(64 * 2**10, config.buffer.min_free_bytes // 4))
+                        max_group_bytes=max(2**20, config.buffer.min_free_bytes // 4))
     subscriber = MqttSubscriber(config.mqtt, subscriptions, receiver.offer, on_fatal,
                                 on_connect_failure=lambda cause: stats.add("mqtt_connect_failures", label=cause))
     return Intake(receiver, subscriber, subscriptions)
