@@ -162,10 +162,11 @@ class Service:
                 self._references = ImageReferences(self._router, self._processor.offer, self.stats,
                                                    self._processor_stop, config.mqtt.max_payload_bytes)
                 self._processor.set_first_stage(self._references.offer)  # parks it, fetches its image, or passes on
+            subscriptions = subscriptions_for(self._router)  # the receiver's, here or in the receiver process
             if self.remote is None:
                 self._intake = build_intake(config, self._buffer, self.stats, self.stop_event,
                                             on_logged=self._processor.wake, on_fatal=self.fail, shedder=shedder,
-                                            subscriptions=subscriptions_for(config, self._router, self._references))
+                                            subscriptions=subscriptions)
         except Exception:
             self._close_ledger()
             self._buffer.close()
@@ -200,7 +201,7 @@ class Service:
         if self._intake is not None:
             self._intake.subscriber.start()
         log.info("bridge started routes=%d subscriptions=%s buffer=%s depth=%d raw_depth=%d",
-                 len(self._router.routes), ",".join(subscriptions_for(config, self._router, self._references)),
+                 len(self._router.routes), ",".join(subscriptions),
                  config.buffer.path, self._buffer.depth, self._buffer.raw.depth)
 
     def raw_logged(self, first_seq: int | None = None) -> None:

@@ -27,7 +27,8 @@ from mqtt_bridge.observe.stats import Stats
 from mqtt_bridge.routing.router import CompiledRoute, Router
 from mqtt_bridge.routing.templates import TopicTemplate, ValueTemplate
 
-__all__ = ["ReferencePlan", "ReplayResolver", "build_plans", "compile_image_references", "has_reference"]
+__all__ = ["ReferencePlan", "ReplayResolver", "build_plans", "companion_subscriptions", "compile_image_references",
+           "has_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,14 @@ def build_plans(router: Router, stats: Stats | None) -> dict[int, ReferencePlan]
     if problems:
         raise ConfigError(problems)
     return plans
+
+
+def companion_subscriptions(router: Router) -> list[str]:
+    """The companion image topics to subscribe to, besides the routes' own filters (their topic templates only: no
+    plan, fetcher or join is built, so the receiver process can ask without the image stage)."""
+    return list(dict.fromkeys(
+        TopicTemplate(route.config.image.companion.topic, f"routes[{route.index}].image.companion.topic").subscription
+        for route in router.routes if route.config.image.companion is not None))
 
 
 def compile_image_references(routes: list[RouteConfig]) -> None:

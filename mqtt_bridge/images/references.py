@@ -35,7 +35,7 @@ from collections.abc import Callable
 from mqtt_bridge.config.routes import RouteConfig
 from mqtt_bridge.errors import DeadLetterReason, DecodeError, RouteNotFound
 from mqtt_bridge.images.companion import JoinOutcome
-from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, has_reference
+from mqtt_bridge.images.reference_plans import ReferencePlan, build_plans, companion_subscriptions, has_reference
 from mqtt_bridge.model.attachment import Attachment, ReferenceKind
 from mqtt_bridge.model.bounded import ByteLRU, text_bytes
 from mqtt_bridge.model.inbound import Inbound
@@ -92,7 +92,7 @@ class ImageReferences:
 
     def subscriptions(self) -> list[str]:
         """The companion image topics to subscribe to, besides the routes' own filters."""
-        return list(dict.fromkeys(plan.image_topic.subscription for plan in self._companions))
+        return companion_subscriptions(self._router)
 
     @property
     def parked(self) -> int:

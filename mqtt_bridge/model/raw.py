@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = ["DONE_PREFIX", "PREFIX", "PREFIX_END", "RawEntry", "RawMessage", "done_key", "parse_key", "segment_key",
-           "seq_of"]
+           "seq_floor_key", "seq_of"]
 
 # the keys of the raw log's rows: `raw:<seq, 16 digits>:<entry count>:<receive time, ms>` for a segment,
 # `rawdone:<seq>` for a segment's progress
@@ -75,9 +75,14 @@ class RawEntry:
     message: RawMessage
 
 
+def seq_floor_key(seq: int) -> str:
+    """The text that sorts just before the key of segment `seq` (and after those of every lower seq)."""
+    return f"{PREFIX}{seq:016d}"
+
+
 def segment_key(seq: int, count: int, received_at_s: float) -> str:
     """The key of a segment: its sequence number, entry count and first receive time."""
-    return f"{PREFIX}{seq:016d}:{count}:{int(received_at_s * 1000)}"
+    return f"{seq_floor_key(seq)}:{count}:{int(received_at_s * 1000)}"
 
 
 def parse_key(key: str) -> tuple[int, int, float] | None:

@@ -5,8 +5,9 @@ before diskcache touches the file (a corrupt buffer must never start empty), the
 are bytes, str or int; nothing is ever pickled or unpickled, CVE-2025-69872; no file outside the directory is ever
 read or removed), the sweep that finds rows diskcache would unpickle or follow to a file (`unsafe_rows`, run on
 open, before anything iterates the keys), and the diskcache settings of spec/reliability.md §2: no eviction, no
-expiry, `synchronous=FULL`, every value inline in SQLite, a small page cache. Knows nothing of what the values mean
-(`buffer` and `dead_letters` do).
+expiry, `synchronous=FULL`, every value inline in SQLite, a small page cache; and every plain-SQL read of the key
+index (`text_keys`, `last_text_key`: what the raw log's processes use to find each other's segments). Knows nothing
+of what the values mean (`buffer`, `raw_log` and `dead_letters` do).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import diskcache
 
 from mqtt_bridge.errors import BufferCorrupt, BufferLocked, StorageError
 
-__all__ = ["CHECK_BUSY_TIMEOUT_S", "BytesOnlyDisk", "UnsafeRow", "delete_rows", "lock_directory", "open_database",
-           "quick_check", "unlock_directory", "unsafe_rows"]
+__all__ = ["CHECK_BUSY_TIMEOUT_S", "BytesOnlyDisk", "UnsafeRow", "delete_rows", "last_text_key", "lock_directory",
+           "open_database", "quick_check", "text_keys", "unlock_directory", "unsafe_rows"]
 
 _INLINE_LIMIT = 2**31 - 1  # every value stays inside SQLite (reliability.md §2.3, rollback with side files)
 # how long the integrity check waits for another process's lock before it refuses the buffer: start-up is bounded
@@ -122,6 +123,19 @@ def delete_rows(cache: diskcache.Cache, rowids: list[int]) -> None:
     """Delete rows by rowid inside the caller's transaction, without touching any file they name."""
     for rowid in rowids:
         cache._sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+
+
+def text_keys(cache: diskcache.Cache, after: str, before: str) -> list[str]:
+    """The text keys k with `after` < k < `before`, ascending (one range read of the key index, with plain SQL)."""
+    rows = cache._sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key", (after, before)).fetchall()
+    return [key for (key,) in rows if isinstance(key, str)]
+
+
+def last_text_key(cache: diskcache.Cache, low: str, before: str) -> str | None:
+    """The greatest text key k with `low` <= k < `before`, or None."""
+    row = cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key DESC LIMIT 1",
+                     (low, before)).fetchone()
+    return row[0] if row is not None and isinstance(row[0], str) else None
 
 
 def quick_check(db_path: Path, *, busy_timeout_s: float | None = None) -> None:

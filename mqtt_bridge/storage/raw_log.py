@@ -38,10 +38,12 @@ from mqtt_bridge.model.raw import (
     done_key,
     parse_key,
     segment_key,
+    seq_floor_key,
     seq_of,
 )
 from mqtt_bridge.model.record import DeadLetter
 from mqtt_bridge.storage.dead_letters import DeadLetters
+from mqtt_bridge.storage.disk import last_text_key, text_keys
 from mqtt_bridge.storage.segments import frame_pieces, split
 
 __all__ = ["RawEntry", "RawLog", "RawMessage"]
@@ -155,9 +157,7 @@ class RawLog:
         processor's process reads the log). Sequence numbers go on after every segment on disk and after the wall
         clock in microseconds, so that a restarted receiver never reuses one the processor has already seen and
         deleted. Returns the first sequence number (`rewind`'s argument on the processor's side)."""
-        row = self._db()._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key DESC LIMIT 1",
-                              (PREFIX, PREFIX_END)).fetchone()
-        last = seq_of(row[0]) if row is not None else -1
+        last = seq_of(last_text_key(self._db(), PREFIX, PREFIX_END))
         with self._lock:
             self._append_only = True
             self._next_seq = max(last + 1, time.time_ns() // 1000)
@@ -168,12 +168,11 @@ class RawLog:
         one this log knows of (one index range read). Returns how many entries were added."""
         with self._lock:
             after, rewinds = self._seen_key, self._rewinds
-        rows = self._db()._sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key",
-                               (after, PREFIX_END)).fetchall()
+        keys = text_keys(self._db(), after, PREFIX_END)
         added = 0
         with self._lock:
-            for (key,) in rows:
-                parsed = parse_key(key) if isinstance(key, str) else None
+            for key in keys:
+                parsed = parse_key(key)
                 if parsed is None:
                     continue  # quarantined by the next `load`
                 seq, count, received = parsed
@@ -191,7 +190,7 @@ class RawLog:
         """A receiver (re)started with `first_seq`: the next `discover` looks from there again, in case the clock
         went back and its sequence numbers lie below keys this log has seen (known segments are not adopted twice)."""
         with self._lock:
-            self._seen_key = min(self._seen_key, f"{PREFIX}{first_seq:016d}")
+            self._seen_key = min(self._seen_key, seq_floor_key(first_seq))
             self._rewinds += 1
 
     # --- processor side ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mqtt_bridge.config.bridge import BridgeConfig
-from mqtt_bridge.images.references import ImageReferences
+from mqtt_bridge.images.reference_plans import companion_subscriptions
 from mqtt_bridge.images.shedding import ImageShedder
 from mqtt_bridge.mqtt.subscriber import MqttSubscriber
 from mqtt_bridge.observe.stats import Stats
@@ -31,16 +31,9 @@ __all__ = ["Intake", "RemoteIntake", "build_intake", "subscriptions_for"]
 _STALE_S = 3.0  # a receiver process that has not reported for this long counts as not connected
 
 
-def subscriptions_for(config: BridgeConfig, router: Router, references: ImageReferences | None = None) -> list[str]:
-    """The topic filters to subscribe to: the routes', then the companion image topics (`references`, or built here
-    only to ask them when the image stage runs elsewhere)."""
-    subscriptions = router.subscriptions()
-    if references is None and ImageReferences.is_needed(list(config.routes)):
-        references = ImageReferences(router, lambda message: None, Stats(), threading.Event(),
-                                     config.mqtt.max_payload_bytes)
-    if references is not None:
-        subscriptions = list(dict.fromkeys(subscriptions + references.subscriptions()))
-    return subscriptions
+def subscriptions_for(router: Router) -> list[str]:
+    """The topic filters to subscribe to: the routes', then the companion image topics."""
+    return list(dict.fromkeys(router.subscriptions() + companion_subscriptions(router)))
 
 
 @dataclass(slots=True)

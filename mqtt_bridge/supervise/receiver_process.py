@@ -63,7 +63,7 @@ def run_receiver(config: BridgeConfig, conn: Connection) -> int:
         link = ChildLink(conn, stopper.on_message, stopper.event.set,
                          report=lambda: intake.report(stats, bool(receiver_thread and receiver_thread[0].is_alive())))
         intake = build_intake(config, buffer, stats, stopper.event, on_logged=link.wake, on_fatal=stopper.fail,
-                              subscriptions=subscriptions_for(config, Router(list(config.routes))), shedder=shedder)
+                              subscriptions=subscriptions_for(Router(list(config.routes))), shedder=shedder)
         link.send((HELLO, first_seq))
         link.start()
         receiver_thread.append(threading.Thread(target=_guarded(intake.receiver.run, stopper), name="receiver"))
