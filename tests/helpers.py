@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from PIL import Image
 
+from mqtt_bridge.devtools.bench.tree import tree_pids
 from mqtt_bridge.devtools.emulator.server import Emulator
 from mqtt_bridge.sdk.publisher import Detection, build_message
 from mqtt_bridge.service import Service
@@ -580,14 +581,8 @@ def events_by_seq(events: list[dict[str, Any]], run: str = "r") -> dict[int, lis
 
 
 def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, parents first (from /proc/<pid>/task/*/children; [] once `pid` is gone)."""
-    tree, index = [pid], 0
-    while index < len(tree):
-        current, index = tree[index], index + 1
-        for children in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                tree.extend(int(child) for child in children.read_text().split())
-    return [p for p in tree if Path(f"/proc/{p}").exists()]
+    """`pid` and its descendants, parents first ([] once `pid` is gone): the benchmark's reading of /proc."""
+    return tree_pids(pid)
 
 
 def tree_memory_kb(pid: int, field: str = "VmRSS") -> int:

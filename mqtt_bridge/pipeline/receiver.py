@@ -60,8 +60,8 @@ class Receiver:
         self.is_writable = True
         self._next_high_water_check = 0.0
         self._logged_since_check = 0  # bytes committed since the mark was last asked
-        # a group never takes more than a fraction of the disk's reserve (`buffer.min_free_bytes`): a burst the
-        # broker held back must not fill the disk between two looks at the mark
+        # a group takes at most a fraction of the disk's reserve (`buffer.min_free_bytes`; the caller decides): a
+        # burst the broker held back must not fill the disk between two looks at the mark
         self._max_group_bytes = max(1, min(_MAX_GROUP_BYTES, max_group_bytes))
 
     def offer(self, message: Inbound) -> None:
@@ -172,7 +172,7 @@ class Receiver:
     def _is_over_high_water(self) -> bool:
         """The buffer's answer, asked at most every `_HIGH_WATER_CHECK_S` while below the mark (it costs a
         statvfs and a SQLite page count), or after `_HIGH_WATER_CHECK_BYTES` logged: with groups capped at a quarter
-        of the reserve, a burst overshoots the mark by far less than the reserve."""
+        of the reserve (at least 1 MiB, `supervise.intake`), a burst overshoots the mark by one group at most."""
         now = time.monotonic()
         if (not self.is_backpressured and now < self._next_high_water_check
                 and self._logged_since_check < _HIGH_WATER_CHECK_BYTES):

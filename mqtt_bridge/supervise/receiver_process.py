@@ -59,26 +59,26 @@ def run_receiver(config: BridgeConfig, conn: Connection) -> int:
     try:
         first_seq = buffer.raw.start_appending()
         shedder = ImageShedder(config, stats) if ImageShedder.is_needed(config) else None
-        receiver_thread: list[threading.Thread] = []
+        # the report reads `intake` and `receiver_thread`, bound below, when the link first sends (after `start`)
         link = ChildLink(conn, stopper.on_message, stopper.event.set,
-                         report=lambda: intake.report(stats, bool(receiver_thread and receiver_thread[0].is_alive())))
+                         report=lambda: intake.report(stats, receiver_thread.is_alive()))
         intake = build_intake(config, buffer, stats, stopper.event, on_logged=link.wake, on_fatal=stopper.fail,
                               subscriptions=subscriptions_for(Router(list(config.routes))), shedder=shedder)
+        receiver_thread = threading.Thread(target=_guarded(intake.receiver.run, stopper), name="receiver")
         link.send((HELLO, first_seq))
         link.start()
-        receiver_thread.append(threading.Thread(target=_guarded(intake.receiver.run, stopper), name="receiver"))
-        receiver_thread[0].start()
+        receiver_thread.start()
         intake.subscriber.start()
         log.info("receiver process started subscriptions=%s first_seq=%d", ",".join(intake.subscriptions),
                  first_seq)
         while not stopper.event.wait(1.0):
             if not intake.subscriber.is_alive():
                 stopper.fail("mqtt network thread is gone")
-            if not receiver_thread[0].is_alive():
+            if not receiver_thread.is_alive():
                 stopper.fail("receiver thread is gone")
         deadline = time.monotonic() + stopper.grace_s
         log.info("receiver process stopping: committing what is queued, then disconnecting")
-        receiver_thread[0].join(max(0.1, deadline - time.monotonic()))
+        receiver_thread.join(max(0.1, deadline - time.monotonic()))
         intake.subscriber.stop(timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
         link.flush()
         link.close()

@@ -146,10 +146,15 @@ class Supervisor:
 
     def _forward_from_receiver(self) -> None:
         for message in self._drain(self._receiver):
-            if self._worker.is_running and self._worker.conn is not None:
-                # a worker that is ending reads the raw log from disk when it starts again
-                with contextlib.suppress(OSError):
-                    self._worker.conn.send(message)
+            self._send(self._worker, message)
+
+    @staticmethod
+    def _send(child: _Child, message: Message) -> None:
+        """Send to a running child; one that is ending misses it (a worker reads the raw log from disk when it
+        starts again, a receiver being stopped is stopping anyway)."""
+        if child.is_running and child.conn is not None:
+            with contextlib.suppress(OSError):
+                child.conn.send(message)
 
     def _drain(self, child: _Child) -> list[Message]:
         messages: list[Message] = []
@@ -185,9 +190,7 @@ class Supervisor:
                   ran_s, delay, child.restarts)
 
     def _send_restarts(self) -> None:
-        if self._worker.is_running and self._worker.conn is not None:
-            with contextlib.suppress(OSError):
-                self._worker.conn.send((RESTARTS, {c.role: c.restarts for c in (self._worker, self._receiver)}))
+        self._send(self._worker, (RESTARTS, {c.role: c.restarts for c in (self._worker, self._receiver)}))
 
     # --- stop -----------------------------------------------------------------------------------------------
 
@@ -196,10 +199,9 @@ class Supervisor:
         deadline = time.monotonic() + self.config.flush.shutdown_grace_s + 5.0
         for child in (self._receiver, self._worker):
             child.restart_at = None
-            if not child.is_running or child.conn is None:
+            if not child.is_running:
                 continue
-            with contextlib.suppress(OSError):
-                child.conn.send((STOP, max(0.5, deadline - time.monotonic())))
+            self._send(child, (STOP, max(0.5, deadline - time.monotonic())))
             while child.is_running and time.monotonic() < deadline + _KILL_AFTER_S:
                 self._turn(min(deadline + _KILL_AFTER_S, time.monotonic() + 0.2))
             if child.is_running and child.process is not None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.faults.checker import assert_exactly_once
 from tests.faults.conftest import FaultRig
-from tests.faults.ledger import valid_stream
+from tests.faults.ledger import Publisher, valid_stream
 from tests.faults.processes import RECEIVE_MAXIMUM, FaultBridge
 from tests.helpers import is_running, process_tree, wait_until
 
@@ -30,22 +30,34 @@ def _kill_child(bridge: FaultBridge, role: str) -> int:
     return bridge.child_pid(role, timeout_s=30, not_in=[old])
 
 
-def test_receiver_process_sigkilled_mid_stream_is_restarted_and_loses_nothing(rig: FaultRig) -> None:
-    """SIGKILL the receiver process mid-stream (mid-commit: groups are being fsynced all the time at this rate);
-    the supervisor starts it again, the broker redelivers what was not acked, every message arrives once."""
+def _stream_while_killing(rig: FaultRig, role: str, run: str, rate_per_s: int, *,
+                          slow_api: bool = False) -> tuple[FaultBridge, Publisher, int]:
+    """A bridge and a stream, `role`'s process SIGKILLed `KILLS` times mid-stream; returns once every message was
+    acked and stored, after checking that the other child process ran throughout."""
+    other = "worker" if role == "receiver" else "receiver"
     broker = rig.broker()
     total = rig.size(3000, 30_000)
     bridge = rig.bridge(broker).start()
-    worker = bridge.child_pid("worker")
-    publisher = rig.publisher(broker, rate_per_s=rig.size(300, 500))
-    publisher.start(valid_stream("rx", total, image_every=40))
+    other_pid = bridge.child_pid(other)
+    publisher = rig.publisher(broker, rate_per_s=rate_per_s)
+    publisher.start(valid_stream(run, total, image_every=40))
+    if slow_api:
+        rig.emulator.set_faults(delay_s=0.3)  # batches stay in flight long enough to be cut
     for _ in range(KILLS):
         rig.pause(rig.rng.uniform(0.5, 1.5))
-        _kill_child(bridge, "receiver")
+        _kill_child(bridge, role)
+    rig.emulator.clear_faults()
     publisher.join()
     assert publisher.wait_acked(90)
     rig.wait_stored(total, timeout_s=120)
-    assert bridge.child_pid("worker") == worker, "the worker must keep running while the receiver is restarted"
+    assert bridge.child_pid(other) == other_pid, f"the {other} must keep running while the {role} is restarted"
+    return bridge, publisher, total
+
+
+def test_receiver_process_sigkilled_mid_stream_is_restarted_and_loses_nothing(rig: FaultRig) -> None:
+    """SIGKILL the receiver process mid-stream (mid-commit: groups are being fsynced all the time at this rate);
+    the supervisor starts it again, the broker redelivers what was not acked, every message arrives once."""
+    bridge, publisher, total = _stream_while_killing(rig, "receiver", "rx", rig.size(300, 500))
     assert bridge.metric("process_restarts{receiver}") == KILLS
     assert bridge.terminate() == 0, bridge.log_text()[-3000:]
     report = rig.check(publisher.ledger(), bridge)
@@ -58,21 +70,7 @@ def test_receiver_process_sigkilled_mid_stream_is_restarted_and_loses_nothing(ri
 def test_worker_process_sigkilled_mid_batch_is_restarted_and_loses_nothing(rig: FaultRig) -> None:
     """SIGKILL the worker process (processor mid-transaction, flusher mid-batch against a slow API) several times;
     the receiver goes on acking into the raw log meanwhile, and every message arrives once."""
-    broker = rig.broker()
-    total = rig.size(3000, 30_000)
-    bridge = rig.bridge(broker).start()
-    receiver = bridge.child_pid("receiver")
-    publisher = rig.publisher(broker, rate_per_s=rig.size(400, 800))
-    publisher.start(valid_stream("wk", total, image_every=40))
-    rig.emulator.set_faults(delay_s=0.3)  # batches stay in flight long enough to be cut
-    for _ in range(KILLS):
-        rig.pause(rig.rng.uniform(0.5, 1.5))
-        _kill_child(bridge, "worker")
-    rig.emulator.clear_faults()
-    publisher.join()
-    assert publisher.wait_acked(90)
-    rig.wait_stored(total, timeout_s=120)
-    assert bridge.child_pid("receiver") == receiver, "the receiver must keep acking while the worker is restarted"
+    bridge, publisher, total = _stream_while_killing(rig, "worker", "wk", rig.size(400, 800), slow_api=True)
     assert bridge.terminate() == 0, bridge.log_text()[-3000:]
     report = rig.check(publisher.ledger(), bridge)
     rig.record(f"T20 worker process SIGKILLed {KILLS}x mid-batch (slow API), restarted by the supervisor",

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TreeSampler", "TreeUsage"]
+__all__ = ["TreeSampler", "TreeUsage", "tree_pids"]
 
 log = logging.getLogger(__name__)
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -117,6 +117,11 @@ def _children_by_scan() -> dict[int, list[int]]:
         if entry.name.isdigit() and (found := _read(int(entry.name))) is not None:
             children.setdefault(found[1].ppid, []).append(int(entry.name))
     return children
+
+
+def tree_pids(root_pid: int) -> list[int]:
+    """`root_pid` and its live descendants, the root first ([] once it is gone)."""
+    return [pid for pid, _ in _read_tree(root_pid)]
 
 
 def _read_tree(root_pid: int, known: tuple[_Key, ...] = ()) -> dict[_Key, _Reading]:
